@@ -1,0 +1,240 @@
+//! Public error types.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::identity::PeerId;
+
+/// Errors of keys, key files and peer ids.
+#[derive(Debug)]
+pub enum IdentityError {
+    /// The system's secure random source failed.
+    Rng,
+    /// Bytes that are not an Ed25519 PKCS#8 key.
+    BadKey(String),
+    /// The key file exists but does not hold a valid key.
+    CorruptKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The key file may be read or written by group or others.
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Reading or writing the key file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A peer id that is not 64 hex characters.
+    BadPeerIdHex,
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::Rng => f.write_str("secure random source failed"),
+            IdentityError::BadKey(reason) => write!(f, "not an Ed25519 PKCS#8 key: {reason}"),
+            IdentityError::CorruptKeyFile { path, reason } => {
+                write!(f, "key file {} is corrupt: {reason}", path.display())
+            }
+            IdentityError::InsecurePermissions { path, mode } => write!(
+                f,
+                "key file {} has mode {mode:o}; it must not be accessible by group or others (chmod 600)",
+                path.display()
+            ),
+            IdentityError::Io { path, source } => {
+                write!(f, "key file {}: {source}", path.display())
+            }
+            IdentityError::BadPeerIdHex => f.write_str("a peer id is 64 hex characters"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IdentityError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why a handshake failed. Every variant closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// A handshake message longer than the limit was announced.
+    MessageTooLarge {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// Bytes that do not decode as the expected message.
+    Malformed(&'static str),
+    /// The peer speaks another protocol version.
+    VersionMismatch {
+        /// Our version.
+        ours: u32,
+        /// Theirs.
+        theirs: u32,
+    },
+    /// The peer belongs to another network.
+    NetworkMismatch {
+        /// Our network id.
+        ours: String,
+        /// Theirs.
+        theirs: String,
+    },
+    /// No cipher both sides accept.
+    NoCommonCipher,
+    /// The peer's ephemeral key is malformed or of low order (all-zero shared secret).
+    BadEphemeralKey,
+    /// A sealed handshake payload failed to open.
+    DecryptFailed,
+    /// The peer's identity key is malformed.
+    BadPublicKey,
+    /// The peer's signature over the transcript does not verify.
+    BadSignature,
+    /// The dialer expected another peer.
+    UnexpectedPeer {
+        /// Whom we dialed.
+        expected: PeerId,
+        /// Who answered.
+        got: PeerId,
+    },
+    /// The remote is this node itself.
+    SelfConnection,
+    /// The responder refused our hello.
+    Rejected {
+        /// Its reason.
+        reason: RejectReason,
+        /// The version it speaks.
+        version: u32,
+        /// Its network id.
+        network_id: String,
+    },
+    /// The peer's node info breaks a limit.
+    BadNodeInfo(&'static str),
+    /// The handshake did not finish before its deadline.
+    Timeout,
+    /// The stream ended before the handshake finished.
+    Closed,
+    /// The system's secure random source failed.
+    Rng,
+    /// Input after the handshake failed.
+    Poisoned,
+}
+
+/// Why a responder refused a hello, as carried in `HandshakeReject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Protocol version mismatch.
+    Version,
+    /// Network id mismatch.
+    Network,
+    /// No common cipher.
+    NoCommonCipher,
+    /// A reason this version does not know.
+    Other,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::MessageTooLarge { len, max } => {
+                write!(f, "handshake message of {len} bytes exceeds the limit of {max}")
+            }
+            HandshakeError::Malformed(what) => write!(f, "malformed handshake message: {what}"),
+            HandshakeError::VersionMismatch { ours, theirs } => {
+                write!(f, "protocol version mismatch: ours {ours}, theirs {theirs}")
+            }
+            HandshakeError::NetworkMismatch { ours, theirs } => {
+                write!(f, "network id mismatch: ours {ours:?}, theirs {theirs:?}")
+            }
+            HandshakeError::NoCommonCipher => f.write_str("no cipher in common"),
+            HandshakeError::BadEphemeralKey => {
+                f.write_str("peer's ephemeral key is malformed or of low order")
+            }
+            HandshakeError::DecryptFailed => f.write_str("sealed handshake payload failed to open"),
+            HandshakeError::BadPublicKey => f.write_str("peer's identity key is malformed"),
+            HandshakeError::BadSignature => f.write_str("peer's transcript signature is invalid"),
+            HandshakeError::UnexpectedPeer { expected, got } => {
+                write!(f, "expected peer {}, got {}", expected.short(), got.short())
+            }
+            HandshakeError::SelfConnection => f.write_str("connected to self"),
+            HandshakeError::Rejected {
+                reason,
+                version,
+                network_id,
+            } => write!(
+                f,
+                "peer refused the handshake ({reason:?}); it speaks version {version} on network {network_id:?}"
+            ),
+            HandshakeError::BadNodeInfo(what) => write!(f, "invalid node info: {what}"),
+            HandshakeError::Timeout => f.write_str("handshake timed out"),
+            HandshakeError::Closed => f.write_str("stream closed during the handshake"),
+            HandshakeError::Rng => f.write_str("secure random source failed"),
+            HandshakeError::Poisoned => f.write_str("handshake already failed"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Why a sealed frame was refused. Every variant closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// A frame length outside the allowed range.
+    BadLength {
+        /// Announced ciphertext length (tag included).
+        len: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// Authentication failed: the frame was forged, corrupted, reordered or replayed.
+    OpenFailed,
+    /// The stream ended in the middle of a frame.
+    Truncated,
+    /// The plaintext is larger than a frame carries.
+    PlaintextTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The 64-bit frame counter is used up; the connection must close.
+    CounterExhausted,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::BadLength { len, max } => {
+                write!(
+                    f,
+                    "frame length {len} outside the allowed range (max {max})"
+                )
+            }
+            FrameError::OpenFailed => f.write_str("frame failed authentication"),
+            FrameError::Truncated => f.write_str("stream ended inside a frame"),
+            FrameError::PlaintextTooLarge { len, max } => {
+                write!(
+                    f,
+                    "plaintext of {len} bytes exceeds the frame limit of {max}"
+                )
+            }
+            FrameError::CounterExhausted => f.write_str("frame counter exhausted"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}

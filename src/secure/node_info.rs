@@ -1,0 +1,73 @@
+//! What a node tells its peer about itself in the handshake.
+
+use std::net::SocketAddr;
+
+use prost::Message;
+
+use crate::error::HandshakeError;
+use crate::wire;
+
+/// Most listen addresses a node may announce.
+pub const MAX_LISTEN_ADDRS: usize = 16;
+/// Longest software version string.
+pub const MAX_VERSION_LEN: usize = 64;
+/// Most channels a node may announce.
+pub const MAX_CHANNELS: usize = 256;
+const MAX_ADDR_LEN: usize = 64;
+
+/// A node's self-description, carried sealed in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    /// Addresses the node accepts connections on.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Software name and version, e.g. `meshwire/0.1.0`.
+    pub version: String,
+    /// Channel ids the node serves.
+    pub channels: Vec<u32>,
+}
+
+impl NodeInfo {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        wire::NodeInfo {
+            listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            version: self.version.clone(),
+            channels: self.channels.clone(),
+        }
+        .encode_to_vec()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, HandshakeError> {
+        let raw =
+            wire::NodeInfo::decode(bytes).map_err(|_| HandshakeError::Malformed("node info"))?;
+        if raw.listen_addrs.len() > MAX_LISTEN_ADDRS {
+            return Err(HandshakeError::BadNodeInfo("too many listen addresses"));
+        }
+        if raw.version.len() > MAX_VERSION_LEN {
+            return Err(HandshakeError::BadNodeInfo("version string too long"));
+        }
+        if raw.channels.len() > MAX_CHANNELS {
+            return Err(HandshakeError::BadNodeInfo("too many channels"));
+        }
+        let listen_addrs = raw
+            .listen_addrs
+            .iter()
+            .map(|a| {
+                if a.len() > MAX_ADDR_LEN {
+                    return Err(HandshakeError::BadNodeInfo("listen address too long"));
+                }
+                a.parse()
+                    .map_err(|_| HandshakeError::BadNodeInfo("listen address is not ip:port"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(NodeInfo {
+            listen_addrs,
+            version: raw.version,
+            channels: raw.channels,
+        })
+    }
+
+    /// Checks our own info against the limits a peer will apply.
+    pub(crate) fn validate(&self) -> Result<(), HandshakeError> {
+        Self::decode(&self.encode()).map(|_| ())
+    }
+}
