@@ -1,6 +1,6 @@
 //! AEAD suites and one direction's key: counter nonces and the forward ratchet.
 
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{self, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
 
 use crate::error::FrameError;
@@ -147,7 +147,7 @@ fn seal_with(
     in_out: &mut [u8],
 ) -> Result<[u8; TAG_LEN], FrameError> {
     let tag = key
-        .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
+        .seal_in_place_separate_tag(nonce, aead::Aad::from(aad), in_out)
         .map_err(|_| FrameError::PlaintextTooLarge {
             len: in_out.len(),
             max: usize::MAX,
@@ -164,7 +164,7 @@ fn open_with(
     aad: &[u8],
     in_out: &mut [u8],
 ) -> Result<usize, FrameError> {
-    key.open_in_place(nonce, Aad::from(aad), in_out)
+    key.open_in_place(nonce, aead::Aad::from(aad), in_out)
         .map(|plain| plain.len())
         .map_err(|_| FrameError::OpenFailed)
 }
