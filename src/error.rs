@@ -238,3 +238,83 @@ impl fmt::Display for FrameError {
 }
 
 impl std::error::Error for FrameError {}
+
+/// A protocol violation seen by the channel mux; the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MuxError {
+    /// Bytes that are not a valid packet.
+    Malformed(crate::mux::packet::PacketError),
+    /// A packet for a channel this node does not serve.
+    UnknownChannel(u32),
+    /// A message over the channel's size limit.
+    MessageTooLarge {
+        /// Channel id.
+        channel: u32,
+        /// Limit.
+        max: usize,
+    },
+    /// The peer sent more than the receive credit we granted.
+    CreditExceeded {
+        /// Channel id.
+        channel: u32,
+    },
+    /// The peer did not answer a ping in time.
+    PingTimeout,
+}
+
+impl fmt::Display for MuxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MuxError::Malformed(e) => write!(f, "malformed packet: {e}"),
+            MuxError::UnknownChannel(c) => write!(f, "packet on unknown channel {c}"),
+            MuxError::MessageTooLarge { channel, max } => {
+                write!(f, "message on channel {channel} exceeds {max} bytes")
+            }
+            MuxError::CreditExceeded { channel } => {
+                write!(f, "peer exceeded its receive credit on channel {channel}")
+            }
+            MuxError::PingTimeout => f.write_str("no pong before the ping timeout"),
+        }
+    }
+}
+
+impl std::error::Error for MuxError {}
+
+/// Why a message was not accepted for sending. Returned at once; never blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The channel's send queue to that peer is full.
+    Full,
+    /// The message exceeds the channel's maximum size.
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No such channel on this node, or the peer does not serve it.
+    UnknownChannel(u32),
+    /// No connection to that peer.
+    UnknownPeer,
+    /// The node or connection is shutting down.
+    Closed,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full => f.write_str("send queue full"),
+            SendError::TooLarge { size, max } => {
+                write!(
+                    f,
+                    "message of {size} bytes exceeds the channel limit of {max}"
+                )
+            }
+            SendError::UnknownChannel(c) => write!(f, "unknown channel {c}"),
+            SendError::UnknownPeer => f.write_str("not connected to that peer"),
+            SendError::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}

@@ -49,6 +49,7 @@
 
 pub mod error;
 pub mod identity;
+pub mod mux;
 pub mod secure;
 pub mod wire;
 

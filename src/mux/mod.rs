@@ -1,0 +1,400 @@
+//! The channel mux: many prioritized logical channels on one secure session. Sans-IO.
+//!
+//! Outgoing: [`Mux::fill_frame`] writes the next frame's packets — the control lane
+//! (pong, ping, credit) first, then fragments from the channel with the least
+//! recently-sent bytes per unit of priority, within that channel's credit.
+//! Incoming: [`Mux::handle_frame`] parses a frame's packets, reassembles messages
+//! (bounded by each channel's size limit) and checks the peer stayed within credit.
+//! Credit goes back to the peer only when the application took a message
+//! ([`Mux::release`]), so a slow consumer of one channel stalls only that channel.
+
+pub mod config;
+pub mod packet;
+mod rate;
+mod recv;
+mod send;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{MuxError, SendError};
+pub use config::{ChannelConfig, ChannelId, MuxConfig, RateLimit};
+use packet::PacketRef;
+use rate::TokenBucket;
+use recv::RecvChannel;
+use send::SendChannel;
+pub use send::{ChannelCounters, SendOptions};
+
+/// Recent-bytes scores decay by this factor ...
+const DECAY_FACTOR: f64 = 0.8;
+/// ... every this often.
+const DECAY_PERIOD: Duration = Duration::from_millis(100);
+/// Room kept in a frame for a packet's framing around its payload.
+const PACKET_ROOM: usize = packet::MSG_OVERHEAD_MAX + 3;
+
+/// What the mux hands up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MuxEvent {
+    /// A whole message arrived; call [`Mux::release`] once the application took it.
+    Message {
+        /// Its channel.
+        channel: ChannelId,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// The peer closed with this raw `CloseReason`.
+    RemoteClose(i32),
+}
+
+/// Closing state of the local side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Open,
+    /// Send what is queued, then the Close packet.
+    Flush(i32),
+    /// Close packet next; queued data is dropped.
+    Now(i32),
+    /// The Close packet went out.
+    Sent,
+}
+
+/// One connection's channel mux.
+pub struct Mux {
+    send: Vec<SendChannel>,
+    recv: Vec<RecvChannel>,
+    fragment: usize,
+    small_fragment: usize,
+    ping_interval: Duration,
+    pong_timeout: Duration,
+    next_ping_at: Instant,
+    awaiting_pong: Option<(u64, Instant)>,
+    ping_nonce: u64,
+    pending_ping: Option<u64>,
+    pending_pong: Option<u64>,
+    send_bucket: Option<TokenBucket>,
+    recv_bucket: Option<TokenBucket>,
+    decay_at: Instant,
+    events: VecDeque<MuxEvent>,
+    closing: Closing,
+    remote_closed: bool,
+}
+
+impl Mux {
+    /// A mux for a connection established at `now`. `ping_seed` makes ping nonces
+    /// unpredictable across connections.
+    pub fn new(config: &MuxConfig, now: Instant, ping_seed: u64) -> Self {
+        let mut channels = config.channels.clone();
+        channels.sort_by_key(|c| c.id);
+        channels.dedup_by_key(|c| c.id);
+        Mux {
+            recv: channels.iter().map(RecvChannel::new).collect(),
+            send: channels.into_iter().map(SendChannel::new).collect(),
+            fragment: config.fragment.max(1),
+            small_fragment: config.small_fragment.clamp(1, config.fragment.max(1)),
+            ping_interval: config.ping_interval,
+            pong_timeout: config.pong_timeout,
+            next_ping_at: now + config.ping_interval,
+            awaiting_pong: None,
+            ping_nonce: ping_seed,
+            pending_ping: None,
+            pending_pong: None,
+            send_bucket: config.send_rate.map(|r| TokenBucket::new(r, now)),
+            recv_bucket: config.recv_rate.map(|r| TokenBucket::new(r, now)),
+            decay_at: now + DECAY_PERIOD,
+            events: VecDeque::new(),
+            closing: Closing::Open,
+            remote_closed: false,
+        }
+    }
+
+    fn index(&self, channel: ChannelId) -> Option<usize> {
+        self.send
+            .binary_search_by_key(&channel, |c| c.config.id)
+            .ok()
+    }
+
+    /// Queues a message; fails at once if the channel is unknown, the message too
+    /// large or the queue full.
+    pub fn send(
+        &mut self,
+        channel: ChannelId,
+        data: Arc<Vec<u8>>,
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
+        if self.closing != Closing::Open {
+            return Err(SendError::Closed);
+        }
+        let i = self
+            .index(channel)
+            .ok_or(SendError::UnknownChannel(channel))?;
+        self.send[i].push(data, opts)
+    }
+
+    /// Messages waiting in `channel`'s send queue.
+    pub fn queued(&self, channel: ChannelId) -> usize {
+        self.index(channel).map_or(0, |i| self.send[i].len())
+    }
+
+    /// Calls `f(channel, n)` for each channel whose queue lost `n` messages (sent,
+    /// expired or replaced) since the last call.
+    pub fn take_dequeued(&mut self, mut f: impl FnMut(ChannelId, u32)) {
+        for c in &mut self.send {
+            if c.dequeued > 0 {
+                f(c.config.id, c.dequeued);
+                c.dequeued = 0;
+            }
+        }
+    }
+
+    /// Counters per channel.
+    pub fn counters(&self) -> impl Iterator<Item = (ChannelId, ChannelCounters)> + '_ {
+        self.send.iter().map(|c| (c.config.id, c.counters))
+    }
+
+    /// Starts closing: with `flush`, queued messages go out first.
+    pub fn close(&mut self, reason: i32, flush: bool) {
+        if matches!(self.closing, Closing::Open | Closing::Flush(_)) {
+            self.closing = if flush {
+                Closing::Flush(reason)
+            } else {
+                Closing::Now(reason)
+            };
+        }
+    }
+
+    /// Whether our Close packet went out.
+    pub fn close_sent(&self) -> bool {
+        self.closing == Closing::Sent
+    }
+
+    /// Whether the peer sent its Close.
+    pub fn remote_closed(&self) -> bool {
+        self.remote_closed
+    }
+
+    /// Takes every message not yet started, per channel (for moving to another
+    /// connection to the same peer).
+    pub fn take_unsent(&mut self) -> Vec<(ChannelId, Arc<Vec<u8>>, SendOptions)> {
+        let mut out = Vec::new();
+        for c in &mut self.send {
+            let id = c.config.id;
+            out.extend(c.take_unsent().into_iter().map(|m| (id, m.data, m.opts)));
+        }
+        out
+    }
+
+    /// The application took a message of `bytes` from `channel`.
+    pub fn release(&mut self, channel: ChannelId, bytes: usize) {
+        if let Some(i) = self.index(channel) {
+            self.recv[i].release(bytes);
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<MuxEvent> {
+        self.events.pop_front()
+    }
+
+    /// Whether the receive rate limit allows reading now.
+    pub fn read_allowed(&mut self, now: Instant) -> bool {
+        self.recv_bucket.as_mut().is_none_or(|b| b.ready(now))
+    }
+
+    /// Handles one opened frame.
+    pub fn handle_frame(&mut self, frame: &[u8], now: Instant) -> Result<(), MuxError> {
+        if let Some(b) = &mut self.recv_bucket {
+            b.ready(now);
+            b.spend(frame.len());
+        }
+        for packet in packet::packets(frame) {
+            if self.remote_closed {
+                break;
+            }
+            match packet.map_err(MuxError::Malformed)? {
+                PacketRef::Ping(nonce) => self.pending_pong = Some(nonce),
+                PacketRef::Pong(nonce) => {
+                    if self.awaiting_pong.is_some_and(|(n, _)| n == nonce) {
+                        self.awaiting_pong = None;
+                    }
+                }
+                PacketRef::Msg { channel, eof, data } => {
+                    let i = self
+                        .index(channel)
+                        .ok_or(MuxError::UnknownChannel(channel))?;
+                    if let Some(msg) = self.recv[i].on_fragment(eof, data)? {
+                        let counters = &mut self.send[i].counters;
+                        counters.recv_msgs += 1;
+                        counters.recv_bytes += msg.len() as u64;
+                        self.events
+                            .push_back(MuxEvent::Message { channel, data: msg });
+                    }
+                }
+                PacketRef::Credit { channel, bytes } => {
+                    let i = self
+                        .index(channel)
+                        .ok_or(MuxError::UnknownChannel(channel))?;
+                    let c = &mut self.send[i];
+                    c.credit = c.credit.saturating_add(bytes);
+                }
+                PacketRef::Close(reason) => {
+                    self.remote_closed = true;
+                    self.events.push_back(MuxEvent::RemoteClose(reason));
+                }
+                PacketRef::Unknown => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The next time [`Mux::handle_timeout`] must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let keepalive = match self.awaiting_pong {
+            Some((_, deadline)) => deadline,
+            None => self.next_ping_at,
+        };
+        let mut at = keepalive;
+        if self.has_data() {
+            if let Some(ready) = self.send_bucket.as_ref().and_then(|b| b.ready_at()) {
+                at = at.min(ready);
+            }
+        }
+        if let Some(ready) = self.recv_bucket.as_ref().and_then(|b| b.ready_at()) {
+            at = at.min(ready);
+        }
+        Some(at)
+    }
+
+    /// Runs keepalive: queues a ping when due, fails when a pong is overdue.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), MuxError> {
+        if let Some((_, deadline)) = self.awaiting_pong {
+            if now >= deadline {
+                return Err(MuxError::PingTimeout);
+            }
+        } else if now >= self.next_ping_at {
+            self.ping_nonce = self.ping_nonce.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            self.pending_ping = Some(self.ping_nonce);
+            self.awaiting_pong = Some((self.ping_nonce, now + self.pong_timeout));
+            self.next_ping_at = now + self.ping_interval;
+        }
+        Ok(())
+    }
+
+    fn has_data(&self) -> bool {
+        self.send.iter().any(|c| c.ready())
+    }
+
+    fn has_control(&self) -> bool {
+        self.pending_ping.is_some()
+            || self.pending_pong.is_some()
+            || self.recv.iter().any(|r| r.to_grant > 0)
+    }
+
+    /// Whether [`Mux::fill_frame`] would write anything now.
+    pub fn wants_to_send(&mut self, now: Instant) -> bool {
+        if self.has_control() {
+            return true;
+        }
+        match self.closing {
+            Closing::Sent => false,
+            Closing::Now(_) => true,
+            Closing::Flush(_) if !self.send.iter().any(|c| !c.is_empty()) => true,
+            _ => self.has_data() && self.send_bucket.as_mut().is_none_or(|b| b.ready(now)),
+        }
+    }
+
+    /// Appends the packets of the next frame to `out`, at most `max` bytes of them;
+    /// returns how many bytes were written.
+    pub fn fill_frame(&mut self, out: &mut Vec<u8>, max: usize, now: Instant) -> usize {
+        let start = out.len();
+        self.decay(now);
+        if let Some(nonce) = self.pending_pong.take() {
+            packet::put_pong(out, nonce);
+        }
+        if let Some(nonce) = self.pending_ping.take() {
+            packet::put_ping(out, nonce);
+        }
+        for r in &mut self.recv {
+            if r.to_grant > 0 && out.len() - start + 24 <= max {
+                packet::put_credit(out, r.id(), r.to_grant);
+                r.to_grant = 0;
+            }
+        }
+        if let Closing::Now(reason) = self.closing {
+            packet::put_close(out, reason);
+            self.closing = Closing::Sent;
+            return out.len() - start;
+        }
+        if self.closing != Closing::Sent {
+            for c in &mut self.send {
+                c.drop_expired(now);
+            }
+            self.fill_data(out, start, max, now);
+        }
+        if let Closing::Flush(reason) = self.closing {
+            if self.send.iter().all(|c| c.is_empty()) && out.len() - start + 16 <= max {
+                packet::put_close(out, reason);
+                self.closing = Closing::Sent;
+            }
+        }
+        out.len() - start
+    }
+
+    fn fill_data(&mut self, out: &mut Vec<u8>, start: usize, max: usize, now: Instant) {
+        loop {
+            if let Some(b) = &mut self.send_bucket {
+                if !b.ready(now) {
+                    return;
+                }
+            }
+            let space = max.saturating_sub(out.len() - start);
+            if space <= PACKET_ROOM {
+                return;
+            }
+            let Some(pick) = self.pick() else { return };
+            let priority = self.send[pick].config.priority;
+            let urgent_waiting = self
+                .send
+                .iter()
+                .any(|c| c.config.priority > priority && !c.is_empty());
+            let fragment = if urgent_waiting {
+                self.small_fragment
+            } else {
+                self.fragment
+            };
+            let limit = fragment.min(space - PACKET_ROOM);
+            let before = out.len();
+            if self.send[pick].write_fragment(out, limit).is_none() {
+                return;
+            }
+            if let Some(b) = &mut self.send_bucket {
+                b.spend(out.len() - before);
+            }
+        }
+    }
+
+    /// The ready channel with the least recent bytes per unit of priority.
+    fn pick(&self) -> Option<usize> {
+        self.send
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.ready())
+            .min_by(|(_, a), (_, b)| a.score().total_cmp(&b.score()))
+            .map(|(i, _)| i)
+    }
+
+    fn decay(&mut self, now: Instant) {
+        if now < self.decay_at {
+            return;
+        }
+        let periods = (now - self.decay_at).as_nanos() / DECAY_PERIOD.as_nanos() + 1;
+        let factor = DECAY_FACTOR.powi(periods.min(64) as i32);
+        for c in &mut self.send {
+            c.recent *= factor;
+        }
+        self.decay_at = now + DECAY_PERIOD;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! One channel's send side: the bounded queue, its credit and its recent-bytes score.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::SendError;
+use crate::mux::config::ChannelConfig;
+use crate::mux::packet;
+
+/// Per-message send options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Drop the message if it has not started sending by then.
+    pub deadline: Option<Instant>,
+    /// A newer message with the same key replaces this one while it waits.
+    pub replace_key: Option<u64>,
+}
+
+/// A queued message.
+#[derive(Debug, Clone)]
+pub(crate) struct OutMsg {
+    pub(crate) data: Arc<Vec<u8>>,
+    pub(crate) offset: usize,
+    pub(crate) opts: SendOptions,
+}
+
+/// Counters of one channel on one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelCounters {
+    /// Payload bytes sent.
+    pub sent_bytes: u64,
+    /// Messages fully sent.
+    pub sent_msgs: u64,
+    /// Payload bytes received.
+    pub recv_bytes: u64,
+    /// Messages received whole.
+    pub recv_msgs: u64,
+    /// Messages dropped at their deadline before sending.
+    pub expired: u64,
+    /// Messages replaced by a newer one with the same key.
+    pub replaced: u64,
+}
+
+pub(crate) struct SendChannel {
+    pub(crate) config: ChannelConfig,
+    queue: VecDeque<OutMsg>,
+    pub(crate) credit: u64,
+    /// Bytes sent recently, decaying; divided by priority it orders the channels.
+    pub(crate) recent: f64,
+    /// Messages that left the queue (sent, expired or replaced) since last taken.
+    pub(crate) dequeued: u32,
+    pub(crate) counters: ChannelCounters,
+}
+
+impl SendChannel {
+    pub(crate) fn new(config: ChannelConfig) -> Self {
+        SendChannel {
+            config,
+            queue: VecDeque::new(),
+            credit: 0,
+            recent: 0.0,
+            dequeued: 0,
+            counters: ChannelCounters::default(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, data: Arc<Vec<u8>>, opts: SendOptions) -> Result<(), SendError> {
+        if data.len() > self.config.max_message_size {
+            return Err(SendError::TooLarge {
+                size: data.len(),
+                max: self.config.max_message_size,
+            });
+        }
+        if let Some(key) = opts.replace_key {
+            let waiting = self
+                .queue
+                .iter_mut()
+                .find(|m| m.offset == 0 && m.opts.replace_key == Some(key));
+            if let Some(old) = waiting {
+                *old = OutMsg {
+                    data,
+                    offset: 0,
+                    opts,
+                };
+                self.counters.replaced += 1;
+                self.dequeued += 1;
+                return Ok(());
+            }
+        }
+        if self.queue.len() >= self.config.send_queue_capacity {
+            return Err(SendError::Full);
+        }
+        self.queue.push_back(OutMsg {
+            data,
+            offset: 0,
+            opts,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Drops waiting messages whose deadline passed; a message already partly sent
+    /// is finished, since the peer holds its first fragments.
+    pub(crate) fn drop_expired(&mut self, now: Instant) {
+        let before = self.queue.len();
+        self.queue
+            .retain(|m| m.offset > 0 || m.opts.deadline.is_none_or(|d| d > now));
+        let dropped = before - self.queue.len();
+        self.counters.expired += dropped as u64;
+        self.dequeued += dropped as u32;
+    }
+
+    /// Can send a packet now: a message is waiting and credit allows a byte of it
+    /// (an empty message needs no credit).
+    pub(crate) fn ready(&self) -> bool {
+        match self.queue.front() {
+            Some(m) => self.credit > 0 || m.offset == m.data.len(),
+            None => false,
+        }
+    }
+
+    pub(crate) fn score(&self) -> f64 {
+        self.recent / f64::from(self.config.priority.max(1))
+    }
+
+    /// Writes the next fragment of the head message, at most `max_payload` bytes and
+    /// within credit; returns the payload bytes written (`None` if nothing fit).
+    pub(crate) fn write_fragment(
+        &mut self,
+        out: &mut Vec<u8>,
+        max_payload: usize,
+    ) -> Option<usize> {
+        let id = self.config.id;
+        let credit = usize::try_from(self.credit).unwrap_or(usize::MAX);
+        let msg = self.queue.front_mut()?;
+        let remaining = msg.data.len() - msg.offset;
+        let n = remaining.min(max_payload).min(credit);
+        if n == 0 && remaining > 0 {
+            return None;
+        }
+        let eof = n == remaining;
+        packet::put_msg(out, id, eof, &msg.data[msg.offset..msg.offset + n]);
+        msg.offset += n;
+        self.credit -= n as u64;
+        self.recent += n as f64;
+        self.counters.sent_bytes += n as u64;
+        if eof {
+            self.queue.pop_front();
+            self.counters.sent_msgs += 1;
+            self.dequeued += 1;
+        }
+        Some(n)
+    }
+
+    /// Takes every waiting message that has not started sending (for moving them to
+    /// another connection to the same peer).
+    pub(crate) fn take_unsent(&mut self) -> Vec<OutMsg> {
+        let started = self.queue.front().is_some_and(|m| m.offset > 0);
+        let keep = usize::from(started);
+        self.queue.drain(keep..).collect()
+    }
+}
