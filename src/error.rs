@@ -318,3 +318,100 @@ impl fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+/// Why a connection ended, as reported in `PeerDisconnected` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The handshake failed.
+    Handshake(HandshakeError),
+    /// A frame failed to open or was malformed.
+    Frame(FrameError),
+    /// The peer broke the channel protocol.
+    Protocol(MuxError),
+    /// The peer closed with this reason (raw `CloseReason` value).
+    Remote(i32),
+    /// The stream ended without a Close.
+    Eof,
+    /// A socket error.
+    Io(std::io::ErrorKind),
+    /// This node closed it.
+    Local(LocalClose),
+}
+
+/// Why this node closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalClose {
+    /// The node shuts down.
+    Shutdown,
+    /// The application asked for it.
+    Requested,
+    /// Another connection to the same peer won.
+    Duplicate,
+    /// The peer is banned.
+    Banned,
+    /// Peer limits are reached.
+    TooManyPeers,
+    /// Our Close went out but the peer never closed its side.
+    LingerTimeout,
+}
+
+impl LocalClose {
+    /// The `CloseReason` value sent to the peer.
+    pub fn wire_reason(self) -> i32 {
+        use crate::wire::CloseReason as W;
+        (match self {
+            LocalClose::Shutdown | LocalClose::LingerTimeout => W::Shutdown,
+            LocalClose::Requested => W::Unspecified,
+            LocalClose::Duplicate => W::Duplicate,
+            LocalClose::Banned => W::Banned,
+            LocalClose::TooManyPeers => W::TooManyPeers,
+        }) as i32
+    }
+}
+
+impl DisconnectReason {
+    /// A short stable label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DisconnectReason::Handshake(_) => "handshake",
+            DisconnectReason::Frame(_) => "frame",
+            DisconnectReason::Protocol(MuxError::PingTimeout) => "ping_timeout",
+            DisconnectReason::Protocol(_) => "protocol",
+            DisconnectReason::Remote(_) => "remote_close",
+            DisconnectReason::Eof => "eof",
+            DisconnectReason::Io(_) => "io",
+            DisconnectReason::Local(LocalClose::Duplicate) => "duplicate",
+            DisconnectReason::Local(LocalClose::Banned) => "banned",
+            DisconnectReason::Local(LocalClose::TooManyPeers) => "too_many_peers",
+            DisconnectReason::Local(_) => "local",
+        }
+    }
+
+    /// Whether the peer misbehaved (as opposed to ordinary churn).
+    pub fn is_violation(&self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::Frame(_)
+                | DisconnectReason::Protocol(MuxError::Malformed(_))
+                | DisconnectReason::Protocol(MuxError::UnknownChannel(_))
+                | DisconnectReason::Protocol(MuxError::MessageTooLarge { .. })
+                | DisconnectReason::Protocol(MuxError::CreditExceeded { .. })
+        )
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::Handshake(e) => write!(f, "handshake failed: {e}"),
+            DisconnectReason::Frame(e) => write!(f, "bad frame: {e}"),
+            DisconnectReason::Protocol(e) => write!(f, "protocol violation: {e}"),
+            DisconnectReason::Remote(r) => write!(f, "closed by peer (reason {r})"),
+            DisconnectReason::Eof => f.write_str("connection closed"),
+            DisconnectReason::Io(kind) => write!(f, "socket error: {kind}"),
+            DisconnectReason::Local(l) => write!(f, "closed locally: {l:?}"),
+        }
+    }
+}
+
+impl std::error::Error for DisconnectReason {}

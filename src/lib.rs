@@ -47,11 +47,26 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod conn;
+mod driver;
 pub mod error;
 pub mod identity;
+pub mod metrics;
 pub mod mux;
+mod node;
+pub mod peers;
+pub mod rng;
 pub mod secure;
 pub mod wire;
 
-pub use error::{FrameError, HandshakeError, IdentityError};
+pub use config::NodeConfig;
+pub use conn::Direction;
+pub use driver::Runtime;
+pub use error::{
+    DisconnectReason, FrameError, HandshakeError, IdentityError, LocalClose, MuxError, SendError,
+};
 pub use identity::{Keypair, PeerId};
+pub use metrics::Metrics;
+pub use mux::{ChannelConfig, ChannelId, RateLimit, SendOptions};
+pub use node::{Event, NodeBuilder, NodeHandle, PeerInfo, StartError};

@@ -1,0 +1,148 @@
+//! Every node setting and its default, in one place.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::identity::PeerId;
+use crate::mux::{ChannelConfig, MuxConfig};
+use crate::secure::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
+use crate::secure::CipherSuite;
+
+/// Default most inbound connections.
+pub const DEFAULT_MAX_INBOUND: usize = 40;
+/// Default most outbound connections.
+pub const DEFAULT_MAX_OUTBOUND: usize = 10;
+/// Default most connections from one remote IP.
+pub const DEFAULT_MAX_PER_IP: usize = 4;
+/// Default dial timeout.
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default ban duration.
+pub const DEFAULT_BAN_DURATION: Duration = Duration::from_secs(600);
+/// Default capacity of the event queue to the application, in events.
+pub const DEFAULT_EVENT_QUEUE: usize = 4096;
+
+/// Limits and scoring of the peer manager.
+#[derive(Debug, Clone)]
+pub struct PeerLimits {
+    /// Most inbound connections (handshaking ones included).
+    pub max_inbound: usize,
+    /// Most outbound connections (dialing ones included).
+    pub max_outbound: usize,
+    /// Most connections from one remote IP.
+    pub max_per_ip: usize,
+    /// How long a ban lasts.
+    pub ban_duration: Duration,
+    /// Score below which a peer is disconnected and banned.
+    pub ban_threshold: f64,
+    /// Score lost per protocol violation.
+    pub violation_penalty: f64,
+    /// Scores decay halfway back to zero every this often.
+    pub score_half_life: Duration,
+    /// First redial delay of a persistent peer; doubles per failure.
+    pub redial_base: Duration,
+    /// Longest redial delay.
+    pub redial_max: Duration,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max_inbound: DEFAULT_MAX_INBOUND,
+            max_outbound: DEFAULT_MAX_OUTBOUND,
+            max_per_ip: DEFAULT_MAX_PER_IP,
+            ban_duration: DEFAULT_BAN_DURATION,
+            ban_threshold: -100.0,
+            violation_penalty: 50.0,
+            score_half_life: Duration::from_secs(600),
+            redial_base: Duration::from_secs(1),
+            redial_max: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Socket options applied to every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketOptions {
+    /// `SO_SNDBUF`; `None` keeps the system default.
+    pub send_buffer: Option<usize>,
+    /// `SO_RCVBUF`; `None` keeps the system default.
+    pub recv_buffer: Option<usize>,
+    /// Listen backlog.
+    pub backlog: i32,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            send_buffer: None,
+            recv_buffer: None,
+            backlog: 1024,
+        }
+    }
+}
+
+/// A peer to keep connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistentPeer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its id, if known; a different id there is refused.
+    pub id: Option<PeerId>,
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Nodes of different networks refuse each other.
+    pub network_id: String,
+    /// Addresses to listen on (port 0 picks a free port).
+    pub listen: Vec<SocketAddr>,
+    /// Addresses to announce; defaults to the bound listen addresses.
+    pub announce: Option<Vec<SocketAddr>>,
+    /// Channels and mux settings.
+    pub mux: MuxConfig,
+    /// Ciphers accepted, most preferred first.
+    pub ciphers: Vec<CipherSuite>,
+    /// Largest plaintext of one sealed frame.
+    pub max_frame_plaintext: usize,
+    /// Handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Dial timeout.
+    pub dial_timeout: Duration,
+    /// Peer limits and scoring.
+    pub limits: PeerLimits,
+    /// Socket options.
+    pub socket: SocketOptions,
+    /// Peers redialed whenever they are not connected.
+    pub persistent_peers: Vec<PersistentPeer>,
+    /// Capacity of the application's event queue.
+    pub event_queue: usize,
+    /// Seed of the node's protocol randomness (jitter, sampling, ping nonces).
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    /// Defaults for `network_id`, with no channels and no listen address.
+    pub fn new(network_id: impl Into<String>) -> Self {
+        NodeConfig {
+            network_id: network_id.into(),
+            listen: Vec::new(),
+            announce: None,
+            mux: MuxConfig::default(),
+            ciphers: CipherSuite::default_preference(),
+            max_frame_plaintext: crate::secure::frame::DEFAULT_MAX_PLAINTEXT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            limits: PeerLimits::default(),
+            socket: SocketOptions::default(),
+            persistent_peers: Vec::new(),
+            event_queue: DEFAULT_EVENT_QUEUE,
+            seed: 42,
+        }
+    }
+
+    /// The descriptor of channel `id`.
+    pub fn channel(&self, id: u32) -> Option<&ChannelConfig> {
+        self.mux.channel(id)
+    }
+}

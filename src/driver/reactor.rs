@@ -1,0 +1,590 @@
+//! The mio loop: the only place that touches sockets and the clock.
+//!
+//! One loop thread serves any number of nodes. Sockets live in a slab indexed by
+//! their mio token; deadlines live in a heap with lazy invalidation; commands arrive
+//! on a bounded crossbeam channel and wake the loop through a `mio::Waker`.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use ring::rand::SystemRandom;
+
+use crate::driver::socket;
+use crate::driver::{LoopCommand, WakeState};
+use crate::node::core::{Action, ConnId, NodeCore};
+
+pub(crate) const WAKER: Token = Token(0);
+/// Bytes read from one socket before others get a turn.
+const READ_BUDGET: usize = 1 << 20;
+/// Commands handled per loop turn before sockets get a turn.
+const COMMAND_BUDGET: usize = 4096;
+
+enum Kind {
+    Listener(TcpListener),
+    Conn {
+        stream: TcpStream,
+        id: ConnId,
+        /// The socket may have bytes we have not read yet.
+        readable: bool,
+    },
+}
+
+struct Sock {
+    node: usize,
+    kind: Kind,
+    timer: Option<Instant>,
+}
+
+struct NodeSlot {
+    core: NodeCore,
+    timer: Option<Instant>,
+    /// (token of each listener)
+    listeners: Vec<usize>,
+    /// Connection id → socket token.
+    tokens: std::collections::HashMap<ConnId, usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Node(usize),
+    Sock(usize),
+}
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    shared: Arc<WakeState>,
+    commands: Receiver<LoopCommand>,
+    sockets: Vec<Option<Sock>>,
+    free: Vec<usize>,
+    nodes: Vec<Option<NodeSlot>>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Sockets to service again this turn (budget left them readable).
+    again: Vec<usize>,
+    rng: SystemRandom,
+    stop: bool,
+}
+
+impl Reactor {
+    pub(crate) fn new(poll: Poll, shared: Arc<WakeState>, commands: Receiver<LoopCommand>) -> Self {
+        Reactor {
+            poll,
+            shared,
+            commands,
+            // Token 0 is the waker.
+            sockets: vec![None],
+            free: Vec::new(),
+            nodes: Vec::new(),
+            timers: BinaryHeap::new(),
+            again: Vec::new(),
+            rng: SystemRandom::new(),
+            stop: false,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop {
+            let now = Instant::now();
+            let timeout = if self.again.is_empty() {
+                self.timers
+                    .peek()
+                    .map(|Reverse((t, _))| t.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let mut work: Vec<usize> = std::mem::take(&mut self.again);
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    self.drain_commands(now);
+                    continue;
+                }
+                let token = token.0;
+                match self.sockets.get_mut(token).and_then(|s| s.as_mut()) {
+                    Some(Sock {
+                        kind: Kind::Listener(_),
+                        ..
+                    }) => self.accept(token, now),
+                    Some(Sock {
+                        kind: Kind::Conn { readable, .. },
+                        ..
+                    }) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            *readable = true;
+                        }
+                        work.push(token);
+                    }
+                    None => {}
+                }
+            }
+            self.fire_timers(now, &mut work);
+            for token in work {
+                self.service(token, now);
+            }
+            self.flush_touched(now);
+        }
+    }
+
+    // ------------------------------------------------------------ commands
+
+    fn drain_commands(&mut self, now: Instant) {
+        self.shared.wake_pending.store(false, Ordering::Release);
+        for _ in 0..COMMAND_BUDGET {
+            match self.commands.try_recv() {
+                Ok(cmd) => self.command(cmd, now),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.stop = true;
+                    return;
+                }
+            }
+        }
+        // More waiting: come back without sleeping.
+        let _ = self.shared.waker.wake();
+    }
+
+    fn command(&mut self, cmd: LoopCommand, now: Instant) {
+        match cmd {
+            LoopCommand::AddNode {
+                core,
+                listeners,
+                ready,
+            } => {
+                let index = self
+                    .nodes
+                    .iter()
+                    .position(Option::is_none)
+                    .unwrap_or_else(|| {
+                        self.nodes.push(None);
+                        self.nodes.len() - 1
+                    });
+                let mut slot = NodeSlot {
+                    core: *core,
+                    timer: None,
+                    listeners: Vec::new(),
+                    tokens: Default::default(),
+                };
+                let mut result = Ok(index);
+                for mut listener in listeners {
+                    let token = self.alloc_token();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut listener,
+                        Token(token),
+                        Interest::READABLE,
+                    ) {
+                        result = Err(e);
+                        self.free.push(token);
+                        continue;
+                    }
+                    slot.listeners.push(token);
+                    self.sockets[token] = Some(Sock {
+                        node: index,
+                        kind: Kind::Listener(listener),
+                        timer: None,
+                    });
+                }
+                self.nodes[index] = Some(slot);
+                let _ = ready.send(result);
+                self.after_node(index, now);
+            }
+            LoopCommand::Node(index, cmd) => {
+                if let Some(slot) = self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
+                    slot.core.handle_command(cmd, now);
+                    self.after_node(index, now);
+                }
+            }
+            LoopCommand::Stop => self.stop = true,
+        }
+    }
+
+    // ------------------------------------------------------------ sockets
+
+    fn alloc_token(&mut self) -> usize {
+        alloc_token(&mut self.sockets, &mut self.free)
+    }
+
+    fn accept(&mut self, token: usize, now: Instant) {
+        loop {
+            let Some(Sock {
+                node,
+                kind: Kind::Listener(listener),
+                ..
+            }) = self.sockets[token].as_ref()
+            else {
+                return;
+            };
+            let node = *node;
+            let (mut stream, addr) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: the listener stays; try later.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+                return;
+            };
+            let Some(id) = slot.core.on_inbound(addr, now) else {
+                drop(stream);
+                continue;
+            };
+            let opts = slot.core_socket_options();
+            if let Err(e) = socket::configure_accepted(&stream, &opts) {
+                log::debug!("socket options for {addr}: {e}");
+            }
+            let t = alloc_token(&mut self.sockets, &mut self.free);
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(t),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::warn!("register {addr}: {e}");
+                self.free.push(t);
+                slot.core.on_dial_failed(id, e.kind(), now);
+                continue;
+            }
+            slot.tokens.insert(id, t);
+            self.sockets[t] = Some(Sock {
+                node,
+                kind: Kind::Conn {
+                    stream,
+                    id,
+                    readable: true,
+                },
+                timer: None,
+            });
+            self.service(t, now);
+        }
+    }
+
+    fn dial(
+        &mut self,
+        node: usize,
+        id: ConnId,
+        addr: std::net::SocketAddr,
+        local: Option<std::net::IpAddr>,
+        now: Instant,
+    ) {
+        let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+            return;
+        };
+        let opts = slot.core_socket_options();
+        let mut stream = match socket::connect(addr, local, &opts) {
+            Ok(s) => s,
+            Err(e) => {
+                slot.core.on_dial_failed(id, e.kind(), now);
+                return;
+            }
+        };
+        let t = alloc_token(&mut self.sockets, &mut self.free);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(t),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free.push(t);
+            slot.core.on_dial_failed(id, e.kind(), now);
+            return;
+        }
+        slot.tokens.insert(id, t);
+        self.sockets[t] = Some(Sock {
+            node,
+            kind: Kind::Conn {
+                stream,
+                id,
+                readable: false,
+            },
+            timer: None,
+        });
+        self.schedule_sock(t);
+    }
+
+    /// Reads, processes and writes one connection; drops it when finished.
+    fn service(&mut self, token: usize, now: Instant) {
+        let Some(sock) = self.sockets.get_mut(token).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let node = sock.node;
+        let Kind::Conn {
+            stream,
+            id,
+            readable,
+        } = &mut sock.kind
+        else {
+            return;
+        };
+        let id = *id;
+        let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+            return;
+        };
+        let core = &mut slot.core;
+
+        if core.is_connecting(id) {
+            match stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    core.on_dial_failed(id, e.kind(), now);
+                    self.drop_socket(token);
+                    return;
+                }
+                Ok(None) => {}
+            }
+            match stream.peer_addr() {
+                Ok(_) => core.on_connected(id),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    core.on_dial_failed(id, e.kind(), now);
+                    self.drop_socket(token);
+                    return;
+                }
+            }
+            *readable = true;
+        }
+
+        let Some(conn) = core.conn_mut(id) else {
+            self.drop_socket(token);
+            return;
+        };
+        let (mut read_total, mut written_total) = (0, 0);
+        // Read until the socket is drained (or the budget is used: come back soon).
+        while *readable && conn.read_allowed(now) {
+            if read_total >= READ_BUDGET {
+                self.again.push(token);
+                break;
+            }
+            let buf = conn.read_buf();
+            if buf.is_empty() {
+                break;
+            }
+            match stream.read(buf) {
+                Ok(0) => {
+                    *readable = false;
+                    conn.handle_eof(now);
+                }
+                Ok(n) => {
+                    read_total += n;
+                    conn.handle_read(n, now, &self.rng);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    *readable = false;
+                    conn.handle_io_error(e.kind());
+                }
+            }
+        }
+        core.process(id, now);
+        let Some(conn) = core.conn_mut(id) else {
+            self.drop_socket(token);
+            return;
+        };
+        loop {
+            let out = conn.poll_transmit(now);
+            if out.is_empty() {
+                break;
+            }
+            match stream.write(out) {
+                Ok(0) => {
+                    conn.handle_io_error(io::ErrorKind::WriteZero);
+                    break;
+                }
+                Ok(n) => {
+                    written_total += n;
+                    conn.advance_transmit(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    conn.handle_io_error(e.kind());
+                    break;
+                }
+            }
+        }
+        let finished = conn.is_finished();
+        core.sync_dequeued(id);
+        core.add_io(read_total, written_total);
+        if finished {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            self.drop_socket(token);
+            if let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) {
+                slot.core.on_closed(id, now);
+            }
+            self.after_node(node, now);
+        } else {
+            self.schedule_sock(token);
+        }
+    }
+
+    fn drop_socket(&mut self, token: usize) {
+        if let Some(sock) = self.sockets.get_mut(token).and_then(|s| s.take()) {
+            match sock.kind {
+                Kind::Conn { mut stream, id, .. } => {
+                    let _ = self.poll.registry().deregister(&mut stream);
+                    if let Some(slot) = self.nodes.get_mut(sock.node).and_then(|n| n.as_mut()) {
+                        slot.tokens.remove(&id);
+                    }
+                }
+                Kind::Listener(mut l) => {
+                    let _ = self.poll.registry().deregister(&mut l);
+                }
+            }
+            self.free.push(token);
+        }
+    }
+
+    // ------------------------------------------------------------ node follow-up
+
+    /// After a node changed: start its dials, service touched connections, reschedule.
+    fn after_node(&mut self, node: usize, now: Instant) {
+        loop {
+            let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+                return;
+            };
+            let actions: Vec<Action> = std::iter::from_fn(|| slot.core.poll_action()).collect();
+            let touched = slot.core.take_touched();
+            if actions.is_empty() && touched.is_empty() {
+                break;
+            }
+            let tokens: Vec<usize> = touched
+                .iter()
+                .filter_map(|id| slot.tokens.get(id).copied())
+                .collect();
+            for Action::Dial { conn, addr, local } in actions {
+                self.dial(node, conn, addr, local, now);
+            }
+            let mut seen = std::collections::HashSet::new();
+            for t in tokens {
+                if seen.insert(t) {
+                    self.service(t, now);
+                }
+            }
+        }
+        let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+            return;
+        };
+        if slot.core.is_shut_down() {
+            let listeners = std::mem::take(&mut slot.listeners);
+            self.nodes[node] = None;
+            for t in listeners {
+                self.drop_socket(t);
+            }
+            if self.shared.stop_when_empty && self.nodes.iter().all(Option::is_none) {
+                self.stop = true;
+            }
+            return;
+        }
+        let at = slot.core.poll_timeout(now);
+        if at.is_some() && at != slot.timer {
+            slot.timer = at;
+            if let Some(at) = at {
+                self.timers.push(Reverse((at, Timer::Node(node))));
+            }
+        }
+    }
+
+    fn flush_touched(&mut self, now: Instant) {
+        for node in 0..self.nodes.len() {
+            let has = self.nodes[node]
+                .as_mut()
+                .is_some_and(|s| s.core.has_touched());
+            if has {
+                self.after_node(node, now);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ timers
+
+    fn schedule_sock(&mut self, token: usize) {
+        let Some(sock) = self.sockets.get_mut(token).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        let Kind::Conn { id, .. } = sock.kind else {
+            return;
+        };
+        let Some(slot) = self.nodes.get(sock.node).and_then(|n| n.as_ref()) else {
+            return;
+        };
+        let at = slot.core.conn_poll_timeout(id);
+        if at != sock.timer {
+            sock.timer = at;
+            if let Some(at) = at {
+                self.timers.push(Reverse((at, Timer::Sock(token))));
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant, work: &mut Vec<usize>) {
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Sock(token) => {
+                    let Some(sock) = self.sockets.get_mut(token).and_then(|s| s.as_mut()) else {
+                        continue;
+                    };
+                    if sock.timer != Some(at) {
+                        continue; // stale entry
+                    }
+                    sock.timer = None;
+                    let node = sock.node;
+                    let Kind::Conn { id, .. } = sock.kind else {
+                        continue;
+                    };
+                    let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+                        continue;
+                    };
+                    if slot.core.conn_timeout(id, now) {
+                        self.drop_socket(token);
+                        self.after_node(node, now);
+                    } else {
+                        work.push(token);
+                    }
+                }
+                Timer::Node(node) => {
+                    let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+                        continue;
+                    };
+                    if slot.timer != Some(at) {
+                        continue;
+                    }
+                    slot.timer = None;
+                    slot.core.handle_timeout(now);
+                    self.after_node(node, now);
+                }
+            }
+        }
+    }
+}
+
+fn alloc_token(sockets: &mut Vec<Option<Sock>>, free: &mut Vec<usize>) -> usize {
+    free.pop().unwrap_or_else(|| {
+        sockets.push(None);
+        sockets.len() - 1
+    })
+}
+
+impl NodeSlot {
+    fn core_socket_options(&self) -> crate::config::SocketOptions {
+        self.core.socket_options()
+    }
+}

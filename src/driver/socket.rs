@@ -1,0 +1,70 @@
+//! Sockets through socket2: listeners, non-blocking dials and per-connection options.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::config::SocketOptions;
+
+/// A non-blocking listener with `SO_REUSEADDR` and the configured backlog.
+pub(crate) fn listen(addr: SocketAddr, opts: &SocketOptions) -> io::Result<mio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(opts.backlog)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Starts a non-blocking connect to `addr`, from `local` if given (so a node with
+/// its own address dials from it).
+pub(crate) fn connect(
+    addr: SocketAddr,
+    local: Option<IpAddr>,
+    opts: &SocketOptions,
+) -> io::Result<mio::net::TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    apply_buffers(&SockRef::from(&socket), opts)?;
+    if let Some(ip) = local.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
+}
+
+/// Options for an accepted connection.
+pub(crate) fn configure_accepted(
+    stream: &mio::net::TcpStream,
+    opts: &SocketOptions,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    apply_buffers(&SockRef::from(stream), opts)
+}
+
+fn apply_buffers(sock: &SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
+    if let Some(n) = opts.send_buffer {
+        sock.set_send_buffer_size(n)?;
+    }
+    if let Some(n) = opts.recv_buffer {
+        sock.set_recv_buffer_size(n)?;
+    }
+    Ok(())
+}
+
+/// EINPROGRESS, which a non-blocking connect returns on Linux and the BSDs alike
+/// as 115 / 36; std maps neither to a stable `ErrorKind`.
+fn libc_einprogress() -> i32 {
+    if cfg!(target_os = "linux") {
+        115
+    } else {
+        36
+    }
+}

@@ -1,0 +1,99 @@
+//! Hands events to the application without ever blocking the loop.
+//!
+//! Each destination (the shared event queue, or a channel's own queue) is a bounded
+//! crossbeam channel. What does not fit waits here, in order, and is retried; a
+//! message's receive credit goes back to the peer only once the application's queue
+//! took it, so a slow consumer throttles its senders instead of growing memory.
+
+use std::collections::{HashMap, VecDeque};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::mux::ChannelId;
+use crate::node::event::Event;
+
+/// Credit to give back once an event is handed over: (connection, channel, bytes).
+pub(crate) type Release = (usize, ChannelId, usize);
+
+struct Queue {
+    tx: Sender<Event>,
+    waiting: VecDeque<(Event, Option<Release>)>,
+}
+
+impl Queue {
+    fn new(tx: Sender<Event>) -> Self {
+        Queue {
+            tx,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Hands over what fits, in order; returns the releases of what was handed over.
+    fn flush(&mut self, released: &mut Vec<Release>) {
+        while let Some((event, release)) = self.waiting.pop_front() {
+            match self.tx.try_send(event) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => released.extend(release),
+                Err(TrySendError::Full(event)) => {
+                    self.waiting.push_front((event, release));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct Delivery {
+    events: Queue,
+    channels: HashMap<ChannelId, Queue>,
+    /// Connection events waiting (not bounded by credit): dropped beyond this many.
+    max_waiting_control: usize,
+    pub(crate) dropped_control: u64,
+}
+
+impl Delivery {
+    pub(crate) fn new(events: Sender<Event>, channels: HashMap<ChannelId, Sender<Event>>) -> Self {
+        Delivery {
+            events: Queue::new(events),
+            channels: channels
+                .into_iter()
+                .map(|(c, tx)| (c, Queue::new(tx)))
+                .collect(),
+            max_waiting_control: 65_536,
+            dropped_control: 0,
+        }
+    }
+
+    /// Queues `event`; returns the releases of whatever was handed over now.
+    pub(crate) fn deliver(
+        &mut self,
+        event: Event,
+        release: Option<Release>,
+        released: &mut Vec<Release>,
+    ) {
+        let queue = match &event {
+            Event::Message { channel, .. } => {
+                self.channels.get_mut(channel).unwrap_or(&mut self.events)
+            }
+            _ => &mut self.events,
+        };
+        if release.is_none() && queue.waiting.len() >= self.max_waiting_control {
+            self.dropped_control += 1;
+            return;
+        }
+        queue.waiting.push_back((event, release));
+        queue.flush(released);
+    }
+
+    /// Retries what waits; returns the releases of what was handed over.
+    pub(crate) fn flush(&mut self, released: &mut Vec<Release>) {
+        self.events.flush(released);
+        for q in self.channels.values_mut() {
+            q.flush(released);
+        }
+    }
+
+    /// Whether anything waits for room.
+    pub(crate) fn is_blocked(&self) -> bool {
+        !self.events.waiting.is_empty() || self.channels.values().any(|q| !q.waiting.is_empty())
+    }
+}

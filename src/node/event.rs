@@ -1,0 +1,45 @@
+//! What a node tells the application.
+
+use std::net::SocketAddr;
+
+use crate::conn::Direction;
+use crate::error::DisconnectReason;
+use crate::identity::PeerId;
+use crate::mux::ChannelId;
+
+/// An event of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer completed the handshake and is ready for messages.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// Its address on this connection.
+        addr: SocketAddr,
+        /// Who dialed.
+        direction: Direction,
+    },
+    /// A peer's connection ended.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A dial failed before a peer was connected.
+    DialFailed {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A message arrived.
+    Message {
+        /// From whom.
+        peer: PeerId,
+        /// On which channel.
+        channel: ChannelId,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+}

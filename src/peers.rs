@@ -1,0 +1,364 @@
+//! Peer management: connection limits, scores, bans and redial schedules. Sans-IO.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::config::{PeerLimits, PersistentPeer};
+use crate::conn::Direction;
+use crate::identity::PeerId;
+use crate::rng::Rng;
+
+/// Most peers whose score is remembered; the mildest are forgotten first.
+const MAX_SCORED: usize = 4096;
+/// Most bans remembered; the earliest to expire go first.
+const MAX_BANS: usize = 4096;
+
+/// Why an inbound connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The inbound limit is reached.
+    TooManyInbound,
+    /// The outbound limit is reached.
+    TooManyOutbound,
+    /// The per-IP limit is reached.
+    TooManyFromIp,
+}
+
+impl Refusal {
+    /// A label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::TooManyInbound => "max_inbound",
+            Refusal::TooManyOutbound => "max_outbound",
+            Refusal::TooManyFromIp => "per_ip",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Score {
+    value: f64,
+    updated: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Persistent {
+    peer: PersistentPeer,
+    failures: u32,
+    next_dial: Option<Instant>,
+    connected: bool,
+    dialing: bool,
+}
+
+/// Limits, scores, bans and persistent-peer redials of one node.
+#[derive(Debug)]
+pub struct PeerManager {
+    limits: PeerLimits,
+    inbound: usize,
+    outbound: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    scores: HashMap<PeerId, Score>,
+    bans: HashMap<PeerId, Instant>,
+    persistent: Vec<Persistent>,
+    rng: Rng,
+}
+
+impl PeerManager {
+    /// A manager with these limits and persistent peers, dialing the latter at `now`.
+    pub fn new(
+        limits: PeerLimits,
+        persistent: Vec<PersistentPeer>,
+        now: Instant,
+        rng: Rng,
+    ) -> Self {
+        PeerManager {
+            limits,
+            inbound: 0,
+            outbound: 0,
+            per_ip: HashMap::new(),
+            scores: HashMap::new(),
+            bans: HashMap::new(),
+            persistent: persistent
+                .into_iter()
+                .map(|peer| Persistent {
+                    peer,
+                    failures: 0,
+                    next_dial: Some(now),
+                    connected: false,
+                    dialing: false,
+                })
+                .collect(),
+            rng,
+        }
+    }
+
+    /// Takes a connection slot (inbound at accept, outbound at dial) or says why not.
+    pub fn admit(&mut self, direction: Direction, ip: IpAddr) -> Result<(), Refusal> {
+        let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
+        match direction {
+            Direction::Inbound if self.inbound >= self.limits.max_inbound => {
+                return Err(Refusal::TooManyInbound)
+            }
+            Direction::Outbound if self.outbound >= self.limits.max_outbound => {
+                return Err(Refusal::TooManyOutbound)
+            }
+            _ if from_ip >= self.limits.max_per_ip => return Err(Refusal::TooManyFromIp),
+            Direction::Inbound => self.inbound += 1,
+            Direction::Outbound => self.outbound += 1,
+        }
+        *self.per_ip.entry(ip).or_default() += 1;
+        Ok(())
+    }
+
+    /// Frees the slot taken by [`PeerManager::admit`].
+    pub fn release(&mut self, direction: Direction, ip: IpAddr) {
+        match direction {
+            Direction::Inbound => self.inbound = self.inbound.saturating_sub(1),
+            Direction::Outbound => self.outbound = self.outbound.saturating_sub(1),
+        }
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Slots in use: (inbound, outbound).
+    pub fn slots(&self) -> (usize, usize) {
+        (self.inbound, self.outbound)
+    }
+
+    /// Whether `peer` is banned at `now`.
+    pub fn is_banned(&mut self, peer: &PeerId, now: Instant) -> bool {
+        match self.bans.get(peer) {
+            Some(&until) if until > now => true,
+            Some(_) => {
+                self.bans.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Bans `peer` until `now + duration`.
+    pub fn ban(&mut self, peer: PeerId, duration: Duration, now: Instant) {
+        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(&peer) {
+            self.bans.retain(|_, until| *until > now);
+            if self.bans.len() >= MAX_BANS {
+                if let Some(first) = self.bans.iter().min_by_key(|(_, u)| **u).map(|(p, _)| *p) {
+                    self.bans.remove(&first);
+                }
+            }
+        }
+        self.bans.insert(peer, now + duration);
+    }
+
+    /// The current score of `peer` (0 when unknown), decayed to `now`.
+    pub fn score(&mut self, peer: &PeerId, now: Instant) -> f64 {
+        let half_life = self.limits.score_half_life.as_secs_f64().max(1e-3);
+        match self.scores.get_mut(peer) {
+            Some(s) => {
+                let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
+                s.value *= 0.5f64.powf(elapsed / half_life);
+                s.updated = now;
+                s.value
+            }
+            None => 0.0,
+        }
+    }
+
+    /// Adds `delta` to `peer`'s score; returns `true` if it fell below the ban
+    /// threshold, in which case the peer is now banned.
+    pub fn adjust(&mut self, peer: PeerId, delta: f64, now: Instant) -> bool {
+        let current = self.score(&peer, now);
+        if self.scores.len() >= MAX_SCORED && !self.scores.contains_key(&peer) {
+            // Forget the score closest to neutral.
+            if let Some(mild) = self
+                .scores
+                .iter()
+                .min_by(|a, b| a.1.value.abs().total_cmp(&b.1.value.abs()))
+                .map(|(p, _)| *p)
+            {
+                self.scores.remove(&mild);
+            }
+        }
+        let value = current + delta;
+        self.scores.insert(
+            peer,
+            Score {
+                value,
+                updated: now,
+            },
+        );
+        if value < self.limits.ban_threshold {
+            self.ban(peer, self.limits.ban_duration, now);
+            self.scores.remove(&peer);
+            return true;
+        }
+        false
+    }
+
+    /// Records a protocol violation; `true` if the peer is now banned.
+    pub fn violation(&mut self, peer: PeerId, now: Instant) -> bool {
+        self.adjust(peer, -self.limits.violation_penalty, now)
+    }
+
+    /// Persistent peers due for a dial at `now`; each is marked as dialing.
+    pub fn due_dials(&mut self, now: Instant) -> Vec<PersistentPeer> {
+        let mut due = Vec::new();
+        for p in &mut self.persistent {
+            if !p.connected && !p.dialing && p.next_dial.is_some_and(|t| t <= now) {
+                p.dialing = true;
+                p.next_dial = None;
+                due.push(p.peer.clone());
+            }
+        }
+        due
+    }
+
+    /// The next time a persistent peer is due.
+    pub fn next_dial(&self) -> Option<Instant> {
+        self.persistent.iter().filter_map(|p| p.next_dial).min()
+    }
+
+    fn persistent_mut(&mut self, addr: SocketAddr, id: Option<PeerId>) -> Option<&mut Persistent> {
+        self.persistent
+            .iter_mut()
+            .find(|p| p.peer.addr == addr || (id.is_some() && p.peer.id == id))
+    }
+
+    /// A persistent peer connected.
+    pub fn persistent_connected(&mut self, addr: SocketAddr, id: PeerId) {
+        if let Some(p) = self.persistent_mut(addr, Some(id)) {
+            p.connected = true;
+            p.dialing = false;
+            p.failures = 0;
+        }
+    }
+
+    /// A persistent peer's dial failed or its connection ended: schedule a redial
+    /// with exponential backoff and jitter.
+    pub fn persistent_lost(&mut self, addr: SocketAddr, id: Option<PeerId>, now: Instant) {
+        let (base, max) = (self.limits.redial_base, self.limits.redial_max);
+        let jitter = self.rng.unit();
+        if let Some(p) = self.persistent_mut(addr, id) {
+            p.connected = false;
+            p.dialing = false;
+            let backoff = base.saturating_mul(1u32 << p.failures.min(16)).min(max);
+            // Up to half again, so a restarted network does not redial in lockstep.
+            let delay = backoff.mul_f64(1.0 + 0.5 * jitter);
+            p.failures = p.failures.saturating_add(1);
+            p.next_dial = Some(now + delay);
+        }
+    }
+
+    /// Whether `addr` or `id` is a persistent peer.
+    pub fn is_persistent(&self, addr: SocketAddr, id: Option<PeerId>) -> bool {
+        self.persistent
+            .iter()
+            .any(|p| p.peer.addr == addr || (id.is_some() && p.peer.id == id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager(limits: PeerLimits) -> (PeerManager, Instant) {
+        let now = Instant::now();
+        (PeerManager::new(limits, vec![], now, Rng::new(1)), now)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn inbound_outbound_and_per_ip_limits() {
+        let (mut m, _) = manager(PeerLimits::default());
+        for i in 0..40 {
+            m.admit(Direction::Inbound, ip(&format!("10.0.{i}.1")))
+                .unwrap();
+        }
+        assert_eq!(
+            m.admit(Direction::Inbound, ip("10.1.0.1")),
+            Err(Refusal::TooManyInbound)
+        );
+        m.release(Direction::Inbound, ip("10.0.0.1"));
+        m.admit(Direction::Inbound, ip("10.1.0.1")).unwrap();
+
+        let (mut m, _) = manager(PeerLimits::default());
+        for _ in 0..4 {
+            m.admit(Direction::Inbound, ip("10.0.0.9")).unwrap();
+        }
+        assert_eq!(
+            m.admit(Direction::Inbound, ip("10.0.0.9")),
+            Err(Refusal::TooManyFromIp)
+        );
+        assert_eq!(
+            m.admit(Direction::Outbound, ip("10.0.0.9")),
+            Err(Refusal::TooManyFromIp)
+        );
+        for i in 0..10 {
+            m.admit(Direction::Outbound, ip(&format!("10.2.{i}.1")))
+                .unwrap();
+        }
+        assert_eq!(
+            m.admit(Direction::Outbound, ip("10.3.0.1")),
+            Err(Refusal::TooManyOutbound)
+        );
+        assert_eq!(m.slots(), (4, 10));
+    }
+
+    #[test]
+    fn violations_lead_to_a_ban_that_expires_and_scores_decay() {
+        let (mut m, now) = manager(PeerLimits::default());
+        let p = PeerId::from_bytes([1; 32]);
+        assert!(!m.violation(p, now));
+        assert!(!m.violation(p, now));
+        assert!(m.violation(p, now), "third violation crosses -100");
+        assert!(m.is_banned(&p, now));
+        assert!(m.is_banned(&p, now + Duration::from_secs(599)));
+        assert!(!m.is_banned(&p, now + Duration::from_secs(600)));
+        // Decay: one half-life later, -50 is -25.
+        let q = PeerId::from_bytes([2; 32]);
+        m.violation(q, now);
+        let later = m.score(&q, now + Duration::from_secs(600));
+        assert!((later + 25.0).abs() < 1e-6, "{later}");
+    }
+
+    #[test]
+    fn persistent_peers_back_off_exponentially_with_jitter() {
+        let now = Instant::now();
+        let addr: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut m = PeerManager::new(
+            PeerLimits::default(),
+            vec![PersistentPeer { addr, id: None }],
+            now,
+            Rng::new(7),
+        );
+        assert_eq!(m.due_dials(now).len(), 1);
+        assert!(m.due_dials(now).is_empty(), "already dialing");
+        let mut t = now;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            m.persistent_lost(addr, None, t);
+            let next = m.next_dial().unwrap();
+            delays.push(next - t);
+            t = next;
+            assert_eq!(m.due_dials(t).len(), 1);
+        }
+        for (i, d) in delays.iter().enumerate() {
+            let base = Duration::from_secs(1 << i).min(Duration::from_secs(120));
+            assert!(*d >= base && *d <= base.mul_f64(1.5), "delay {i}: {d:?}");
+        }
+        m.persistent_connected(addr, PeerId::from_bytes([3; 32]));
+        m.persistent_lost(addr, None, t);
+        assert!(
+            m.next_dial().unwrap() - t <= Duration::from_millis(1500),
+            "reset after connect"
+        );
+    }
+}
