@@ -342,6 +342,7 @@ impl Reactor {
                 Ok(Some(e)) | Err(e) => {
                     core.on_dial_failed(id, e.kind(), now);
                     self.drop_socket(token);
+                    self.after_node(node, now);
                     return;
                 }
                 Ok(None) => {}
@@ -352,6 +353,7 @@ impl Reactor {
                 Err(e) => {
                     core.on_dial_failed(id, e.kind(), now);
                     self.drop_socket(token);
+                    self.after_node(node, now);
                     return;
                 }
             }
@@ -429,6 +431,7 @@ impl Reactor {
             self.after_node(node, now);
         } else {
             self.schedule_sock(token);
+            self.schedule_node(node, now);
         }
     }
 
@@ -490,6 +493,14 @@ impl Reactor {
             }
             return;
         }
+        self.schedule_node(node, now);
+    }
+
+    /// Keeps the node's timer in the heap in line with its next deadline.
+    fn schedule_node(&mut self, node: usize, now: Instant) {
+        let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+            return;
+        };
         let at = slot.core.poll_timeout(now);
         if at.is_some() && at != slot.timer {
             slot.timer = at;

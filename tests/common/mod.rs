@@ -84,3 +84,95 @@ pub fn process_cpu_secs() -> f64 {
     // utime and stime are fields 14 and 15 of the file, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// A peer driven by hand from the public sans-IO pieces, for adversarial tests.
+pub struct RawPeer {
+    pub stream: std::net::TcpStream,
+    pub session: meshwire::secure::Established,
+    pub key: std::sync::Arc<meshwire::Keypair>,
+}
+
+/// A TCP connection to `target` from the local IP `from`.
+pub fn raw_tcp(target: SocketAddr, from: std::net::IpAddr) -> std::io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect(&target.into())?;
+    Ok(socket.into())
+}
+
+/// Completes a handshake with the node at `target` as `key`, announcing `channels`.
+pub fn raw_handshake(
+    target: SocketAddr,
+    from: std::net::IpAddr,
+    key: std::sync::Arc<meshwire::Keypair>,
+    channels: Vec<u32>,
+) -> Result<RawPeer, String> {
+    use meshwire::secure::{Handshake, HandshakeConfig};
+    use std::io::{Read, Write};
+    let mut stream = raw_tcp(target, from).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut config = HandshakeConfig::new(NET);
+    config.node_info.channels = channels;
+    let rng = ring::rand::SystemRandom::new();
+    let mut hs = Handshake::initiator(
+        std::sync::Arc::new(config),
+        key.clone(),
+        None,
+        Instant::now(),
+        &rng,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(out) = hs.poll_transmit() {
+            stream.write_all(&out).map_err(|e| e.to_string())?;
+        }
+        if let Some(session) = hs.take_established() {
+            return Ok(RawPeer {
+                stream,
+                session,
+                key,
+            });
+        }
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during handshake".into());
+        }
+        hs.handle_input(&buf[..n], &rng)
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+impl RawPeer {
+    /// Seals `plaintext` as one frame and writes it.
+    pub fn send_frame(&mut self, plaintext: &[u8]) {
+        use std::io::Write;
+        let mut out = Vec::new();
+        self.session.sealer.seal(&mut out, plaintext).unwrap();
+        let _ = self.stream.write_all(&out);
+    }
+
+    /// Reads until the node closes the connection; true if it did within the timeout.
+    pub fn closed_by_peer(&mut self, timeout: Duration) -> bool {
+        use std::io::Read;
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 65536];
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
