@@ -61,12 +61,19 @@ impl Default for PeerLimits {
 }
 
 /// Socket options applied to every connection.
+///
+/// Bytes sitting in kernel buffers are beyond the mux's priorities: an urgent message
+/// written after them waits for all of them. The defaults therefore bound what the
+/// kernel holds (unsent bytes on the sending side, the receive buffer on the other)
+/// instead of letting autotuning grow both to megabytes.
 #[derive(Debug, Clone, Copy)]
 pub struct SocketOptions {
-    /// `SO_SNDBUF`; `None` keeps the system default.
+    /// `SO_SNDBUF`; `None` keeps the system default (autotuned).
     pub send_buffer: Option<usize>,
-    /// `SO_RCVBUF`; `None` keeps the system default.
+    /// `SO_RCVBUF`; `None` keeps the system default (autotuned).
     pub recv_buffer: Option<usize>,
+    /// `TCP_NOTSENT_LOWAT` (Linux): most bytes written but not yet sent.
+    pub notsent_lowat: Option<u32>,
     /// Listen backlog.
     pub backlog: i32,
 }
@@ -75,11 +82,17 @@ impl Default for SocketOptions {
     fn default() -> Self {
         SocketOptions {
             send_buffer: None,
-            recv_buffer: None,
+            recv_buffer: Some(DEFAULT_RECV_BUFFER),
+            notsent_lowat: Some(DEFAULT_NOTSENT_LOWAT),
             backlog: 1024,
         }
     }
 }
+
+/// Default `SO_RCVBUF`.
+pub const DEFAULT_RECV_BUFFER: usize = 256 * 1024;
+/// Default `TCP_NOTSENT_LOWAT`.
+pub const DEFAULT_NOTSENT_LOWAT: u32 = 64 * 1024;
 
 /// A peer to keep connected to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,7 @@ fn packets_round_trip() {
                 channel: 3,
                 eof: true,
                 data: vec![1, 2, 3],
+                total_len: 0,
             })),
         },
         wire::Packet {
@@ -67,6 +68,7 @@ fn truncated_messages_are_errors_not_panics() {
         channel: 1,
         eof: false,
         data: vec![0; 100],
+        total_len: 0,
     }
     .encode_to_vec();
     // Bytes 0..2 are the complete `channel` field; every cut after that falls inside

@@ -26,7 +26,7 @@ pub(crate) fn connect(
 ) -> io::Result<mio::net::TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
-    socket.set_nodelay(true)?;
+    socket.set_tcp_nodelay(true)?;
     apply_buffers(&SockRef::from(&socket), opts)?;
     if let Some(ip) = local.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
         socket.bind(&SocketAddr::new(ip, 0).into())?;
@@ -55,6 +55,10 @@ fn apply_buffers(sock: &SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
     }
     if let Some(n) = opts.recv_buffer {
         sock.set_recv_buffer_size(n)?;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(n) = opts.notsent_lowat {
+        sock.set_tcp_notsent_lowat(n)?;
     }
     Ok(())
 }

@@ -218,11 +218,16 @@ impl Mux {
                         self.awaiting_pong = None;
                     }
                 }
-                PacketRef::Msg { channel, eof, data } => {
+                PacketRef::Msg {
+                    channel,
+                    eof,
+                    data,
+                    total_len,
+                } => {
                     let i = self
                         .index(channel)
                         .ok_or(MuxError::UnknownChannel(channel))?;
-                    if let Some(msg) = self.recv[i].on_fragment(eof, data)? {
+                    if let Some(msg) = self.recv[i].on_fragment(eof, data, total_len)? {
                         let counters = &mut self.send[i].counters;
                         counters.recv_msgs += 1;
                         counters.recv_bytes += msg.len() as u64;

@@ -22,6 +22,8 @@ pub enum PacketRef<'a> {
         eof: bool,
         /// Payload.
         data: &'a [u8],
+        /// Whole message size, on a first fragment (0 = not given).
+        total_len: u64,
     },
     /// Receive credit granted by the peer.
     Credit {
@@ -75,7 +77,7 @@ const F_CREDIT: u32 = 4;
 const F_CLOSE: u32 = 5;
 
 /// Bytes a `PacketMsg` adds around its payload, at most.
-pub const MSG_OVERHEAD_MAX: usize = 1 + 10 + 1 + 5 + 2 + 1 + 5 + 1;
+pub const MSG_OVERHEAD_MAX: usize = 1 + 10 + 1 + 5 + 2 + 1 + 5 + 1 + 10 + 1;
 
 // ------------------------------------------------------------------ encoding
 
@@ -150,9 +152,9 @@ fn put_delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(&tmp);
 }
 
-/// Appends a length-delimited `Packet{msg: PacketMsg{channel, eof, data}}`, copying
-/// `data` once, straight into `out`.
-pub fn put_msg(out: &mut Vec<u8>, channel: u32, eof: bool, data: &[u8]) {
+/// Appends a length-delimited `Packet{msg: PacketMsg{channel, eof, data, total_len}}`,
+/// copying `data` once, straight into `out`. `total_len` 0 is left out.
+pub fn put_msg(out: &mut Vec<u8>, channel: u32, eof: bool, data: &[u8], total_len: u64) {
     let mut inner_len = 0;
     if channel != 0 {
         inner_len += 1 + varint_len(u64::from(channel));
@@ -162,6 +164,9 @@ pub fn put_msg(out: &mut Vec<u8>, channel: u32, eof: bool, data: &[u8]) {
     }
     if !data.is_empty() {
         inner_len += 1 + varint_len(data.len() as u64) + data.len();
+    }
+    if total_len != 0 {
+        inner_len += 1 + varint_len(total_len);
     }
     let packet_len = 1 + varint_len(inner_len as u64) + inner_len;
     out.reserve(varint_len(packet_len as u64) + packet_len);
@@ -180,6 +185,10 @@ pub fn put_msg(out: &mut Vec<u8>, channel: u32, eof: bool, data: &[u8]) {
         put_key(out, 3, WT_LEN);
         put_varint(out, data.len() as u64);
         out.extend_from_slice(data);
+    }
+    if total_len != 0 {
+        put_key(out, 4, WT_VARINT);
+        put_varint(out, total_len);
     }
 }
 
@@ -265,7 +274,7 @@ fn varint_fields<const N: usize>(bytes: &[u8], wanted: [u32; N]) -> Result<[u64;
 }
 
 fn decode_msg(bytes: &[u8]) -> Result<PacketRef<'_>, PacketError> {
-    let (mut channel, mut eof, mut data) = (0u32, false, &[][..]);
+    let (mut channel, mut eof, mut data, mut total_len) = (0u32, false, &[][..], 0u64);
     let mut r = Reader { buf: bytes };
     while !r.buf.is_empty() {
         let (field, wt) = r.key()?;
@@ -273,11 +282,17 @@ fn decode_msg(bytes: &[u8]) -> Result<PacketRef<'_>, PacketError> {
             (1, WT_VARINT) => channel = r.varint()? as u32,
             (2, WT_VARINT) => eof = r.varint()? != 0,
             (3, WT_LEN) => data = r.bytes()?,
-            (1..=3, _) => return Err(PacketError::BadWireType),
+            (4, WT_VARINT) => total_len = r.varint()?,
+            (1..=4, _) => return Err(PacketError::BadWireType),
             _ => r.skip(wt)?,
         }
     }
-    Ok(PacketRef::Msg { channel, eof, data })
+    Ok(PacketRef::Msg {
+        channel,
+        eof,
+        data,
+        total_len,
+    })
 }
 
 /// Decodes one `Packet` body (without its length prefix).
@@ -373,19 +388,20 @@ mod tests {
             put_close(&mut ours, reason);
             assert_eq!(ours, prost_packet(Sum::Close(wire::Close { reason })));
         }
-        for (channel, eof, len) in [
-            (0u32, false, 0usize),
-            (1, true, 0),
-            (7, false, 1),
-            (u32::MAX, true, 70_000),
+        for (channel, eof, len, total_len) in [
+            (0u32, false, 0usize, 0u64),
+            (1, true, 0, 0),
+            (7, false, 1, 1 << 20),
+            (u32::MAX, true, 70_000, 0),
         ] {
             let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut ours = Vec::new();
-            put_msg(&mut ours, channel, eof, &data);
+            put_msg(&mut ours, channel, eof, &data, total_len);
             let theirs = prost_packet(Sum::Msg(wire::PacketMsg {
                 channel,
                 eof,
                 data: data.clone(),
+                total_len,
             }));
             assert_eq!(ours, theirs);
             assert!(ours.len() <= msg_encoded_len(len) + varint_len(ours.len() as u64));
@@ -398,8 +414,9 @@ mod tests {
             prost_packet(wire::packet::Sum::Ping(wire::Ping { nonce: 9 })),
             prost_packet(wire::packet::Sum::Msg(wire::PacketMsg {
                 channel: 4,
-                eof: true,
+                eof: false,
                 data: b"abc".to_vec(),
+                total_len: 9,
             })),
             prost_packet(wire::packet::Sum::Credit(wire::Credit {
                 channel: 4,
@@ -426,8 +443,9 @@ mod tests {
                 PacketRef::Ping(9),
                 PacketRef::Msg {
                     channel: 4,
-                    eof: true,
-                    data: b"abc"
+                    eof: false,
+                    data: b"abc",
+                    total_len: 9,
                 },
                 PacketRef::Credit {
                     channel: 4,
@@ -437,7 +455,8 @@ mod tests {
                 PacketRef::Msg {
                     channel: 2,
                     eof: false,
-                    data: b""
+                    data: b"",
+                    total_len: 0,
                 },
             ]
         );
@@ -447,7 +466,7 @@ mod tests {
     fn malformed_packets_are_errors() {
         // Truncated at every offset inside one packet.
         let mut p = Vec::new();
-        put_msg(&mut p, 3, true, b"hello world");
+        put_msg(&mut p, 3, true, b"hello world", 0);
         for cut in 1..p.len() {
             assert!(packets(&p[..cut]).any(|r| r.is_err()), "cut {cut}");
         }

@@ -37,21 +37,31 @@ impl RecvChannel {
         self.id
     }
 
-    /// Adds a fragment; returns the message when `eof` completes one.
+    /// Adds a fragment; returns the message when `eof` completes one. `total_len`, on
+    /// a first fragment, announces the whole size.
     pub(crate) fn on_fragment(
         &mut self,
         eof: bool,
         data: &[u8],
+        total_len: u64,
     ) -> Result<Option<Vec<u8>>, MuxError> {
         self.received += data.len() as u64;
         if self.received > self.granted {
             return Err(MuxError::CreditExceeded { channel: self.id });
         }
+        let too_large = MuxError::MessageTooLarge {
+            channel: self.id,
+            max: self.max_message_size,
+        };
         if self.partial.len() + data.len() > self.max_message_size {
-            return Err(MuxError::MessageTooLarge {
-                channel: self.id,
-                max: self.max_message_size,
-            });
+            return Err(too_large);
+        }
+        if self.partial.is_empty() && !eof && total_len > 0 {
+            if total_len > self.max_message_size as u64 {
+                return Err(too_large);
+            }
+            // Exact allocation: no regrowth copies while the fragments arrive.
+            self.partial.reserve_exact(total_len as usize);
         }
         if !eof {
             self.partial.extend_from_slice(data);

@@ -147,7 +147,18 @@ impl SendChannel {
             return None;
         }
         let eof = n == remaining;
-        packet::put_msg(out, id, eof, &msg.data[msg.offset..msg.offset + n]);
+        let total_len = if msg.offset == 0 && !eof {
+            msg.data.len() as u64
+        } else {
+            0
+        };
+        packet::put_msg(
+            out,
+            id,
+            eof,
+            &msg.data[msg.offset..msg.offset + n],
+            total_len,
+        );
         msg.offset += n;
         self.credit -= n as u64;
         self.recent += n as f64;

@@ -234,8 +234,8 @@ fn a_peer_exceeding_its_credit_is_a_protocol_error() {
         .recv_window(1024);
     let (_, mut b, now) = pair(&cfg);
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, BULK, true, &[0u8; 1000]);
-    packet::put_msg(&mut frame, BULK, true, &[0u8; 100]);
+    packet::put_msg(&mut frame, BULK, true, &[0u8; 1000], 0);
+    packet::put_msg(&mut frame, BULK, true, &[0u8; 100], 0);
     assert_eq!(
         b.handle_frame(&frame, now),
         Err(MuxError::CreditExceeded { channel: BULK })
@@ -246,7 +246,7 @@ fn a_peer_exceeding_its_credit_is_a_protocol_error() {
 fn bad_packets_are_typed_protocol_errors() {
     let (_, mut b, now) = pair(&config());
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, 99, true, b"x");
+    packet::put_msg(&mut frame, 99, true, b"x", 0);
     assert_eq!(
         b.handle_frame(&frame, now),
         Err(MuxError::UnknownChannel(99))
@@ -255,7 +255,7 @@ fn bad_packets_are_typed_protocol_errors() {
     let (_, mut b, now) = pair(&config());
     let mut frame = Vec::new();
     for _ in 0..5 {
-        packet::put_msg(&mut frame, URGENT, false, &[0u8; 16 * 1024]);
+        packet::put_msg(&mut frame, URGENT, false, &[0u8; 16 * 1024], 0);
     }
     assert_eq!(
         b.handle_frame(&frame, now),
@@ -426,4 +426,18 @@ fn graceful_close_flushes_queued_messages_then_closes() {
     }
     assert_eq!(msgs, 5);
     assert!(closed && a.close_sent() && b.remote_closed());
+}
+
+#[test]
+fn an_announced_oversized_message_is_refused_at_its_first_fragment() {
+    let (_, mut b, now) = pair(&config());
+    let mut frame = Vec::new();
+    packet::put_msg(&mut frame, URGENT, false, &[0u8; 10], 1 << 30);
+    assert_eq!(
+        b.handle_frame(&frame, now),
+        Err(MuxError::MessageTooLarge {
+            channel: URGENT,
+            max: 64 * 1024
+        })
+    );
 }

@@ -176,6 +176,11 @@ pub struct PacketMsg {
     pub eof: bool,
     #[prost(bytes = "vec", tag = "3")]
     pub data: ::prost::alloc::vec::Vec<u8>,
+    /// Size of the whole message, on the first fragment of a message that has more
+    /// (0 = not given). Lets the receiver refuse an oversized message at once and
+    /// allocate it exactly.
+    #[prost(uint64, tag = "4")]
+    pub total_len: u64,
 }
 /// Receive credit: the sender may have `bytes` more bytes in flight on `channel`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
