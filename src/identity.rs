@@ -111,6 +111,15 @@ impl Keypair {
         Self::from_pkcs8(&generate_pkcs8()?)
     }
 
+    /// A key pair derived from a 32-byte seed. For simulations and tests that need
+    /// the same ids on every run; a real node's key comes from [`Keypair::generate`].
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let inner = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .unwrap_or_else(|_| unreachable!("any 32 bytes are an Ed25519 seed"));
+        let id = PeerId::from_public_key(inner.public_key().as_ref());
+        Keypair { inner, id }
+    }
+
     /// Loads a key pair from a PKCS#8 document (as written by [`Keypair::load_or_create`]).
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, IdentityError> {
         let inner = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)

@@ -52,6 +52,7 @@ pub mod conn;
 mod driver;
 pub mod error;
 pub mod identity;
+pub mod kad;
 pub mod metrics;
 pub mod mux;
 mod node;

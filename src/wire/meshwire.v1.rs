@@ -260,3 +260,97 @@ impl CloseReason {
         }
     }
 }
+/// A node's signed statement of where it can be reached. Anyone can relay it; only
+/// the key's holder can make it. The newest `seq` wins.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PeerRecord {
+    /// Ed25519 public key (32 bytes); the PeerId is its SHA-256.
+    #[prost(bytes = "vec", tag = "1")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    /// Listen addresses as "ip:port" (at most 8).
+    #[prost(string, repeated, tag = "2")]
+    pub addrs: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Sequence number; a record with a larger one replaces a smaller.
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    /// Ed25519 signature over the record's signing bytes (PROTOCOL.md, Kademlia).
+    #[prost(bytes = "vec", tag = "4")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+}
+/// Liveness probe.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KadPing {}
+/// Asks for the k nodes closest to `key` (32 bytes) that the responder knows.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FindNode {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: ::prost::alloc::vec::Vec<u8>,
+}
+/// Asks for providers of `key`, and the nodes closest to it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetProviders {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: ::prost::alloc::vec::Vec<u8>,
+}
+/// Announces the sender as a provider of `key` for `ttl_secs`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddProvider {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub ttl_secs: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KadRequest {
+    /// Chosen by the requester; echoed in the response.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The requester's own record, so the responder can add it to its table.
+    #[prost(message, optional, tag = "2")]
+    pub sender: ::core::option::Option<PeerRecord>,
+    #[prost(oneof = "kad_request::Body", tags = "3, 4, 5, 6")]
+    pub body: ::core::option::Option<kad_request::Body>,
+}
+/// Nested message and enum types in `KadRequest`.
+pub mod kad_request {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Body {
+        #[prost(message, tag = "3")]
+        Ping(super::KadPing),
+        #[prost(message, tag = "4")]
+        FindNode(super::FindNode),
+        #[prost(message, tag = "5")]
+        GetProviders(super::GetProviders),
+        #[prost(message, tag = "6")]
+        AddProvider(super::AddProvider),
+    }
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct KadResponse {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The responder's own record.
+    #[prost(message, optional, tag = "2")]
+    pub sender: ::core::option::Option<PeerRecord>,
+    /// Closest known nodes to the requested key (at most k).
+    #[prost(message, repeated, tag = "3")]
+    pub closer: ::prost::alloc::vec::Vec<PeerRecord>,
+    /// Providers of the requested key (GetProviders only, at most 20).
+    #[prost(message, repeated, tag = "4")]
+    pub providers: ::prost::alloc::vec::Vec<PeerRecord>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct KadMessage {
+    #[prost(oneof = "kad_message::Msg", tags = "1, 2")]
+    pub msg: ::core::option::Option<kad_message::Msg>,
+}
+/// Nested message and enum types in `KadMessage`.
+pub mod kad_message {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Msg {
+        #[prost(message, tag = "1")]
+        Request(super::KadRequest),
+        #[prost(message, tag = "2")]
+        Response(super::KadResponse),
+    }
+}

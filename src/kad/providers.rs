@@ -1,0 +1,133 @@
+//! Provider records: who offers a key (a service, a partition), with a TTL and
+//! bounded storage per key and in total.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::identity::PeerId;
+use crate::kad::key::Key;
+use crate::kad::record::PeerRecord;
+
+/// A bounded store of provider records.
+#[derive(Debug, Clone)]
+pub struct ProviderStore {
+    by_key: HashMap<Key, Vec<(PeerRecord, Instant)>>,
+    per_key: usize,
+    total_max: usize,
+    total: usize,
+}
+
+impl ProviderStore {
+    /// A store holding at most `per_key` providers per key and `total` in all.
+    pub fn new(per_key: usize, total: usize) -> Self {
+        ProviderStore {
+            by_key: HashMap::new(),
+            per_key,
+            total_max: total,
+            total: 0,
+        }
+    }
+
+    /// Adds or renews `provider` for `key` until `now + ttl`; `false` if full.
+    pub fn add(&mut self, key: Key, provider: PeerRecord, ttl: Duration, now: Instant) -> bool {
+        let expires = now + ttl;
+        let list = self.by_key.entry(key).or_default();
+        if let Some(slot) = list.iter_mut().find(|(p, _)| p.id == provider.id) {
+            if provider.seq >= slot.0.seq {
+                slot.0 = provider;
+            }
+            slot.1 = slot.1.max(expires);
+            return true;
+        }
+        if list.len() >= self.per_key || self.total >= self.total_max {
+            if list.is_empty() {
+                self.by_key.remove(&key);
+            }
+            return false;
+        }
+        list.push((provider, expires));
+        self.total += 1;
+        true
+    }
+
+    /// Live providers of `key`.
+    pub fn get(&self, key: &Key, now: Instant) -> Vec<PeerRecord> {
+        self.by_key
+            .get(key)
+            .map(|l| {
+                l.iter()
+                    .filter(|(_, e)| *e > now)
+                    .map(|(p, _)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops expired records.
+    pub fn expire(&mut self, now: Instant) {
+        let mut removed = 0;
+        self.by_key.retain(|_, list| {
+            let before = list.len();
+            list.retain(|(_, e)| *e > now);
+            removed += before - list.len();
+            !list.is_empty()
+        });
+        self.total -= removed;
+    }
+
+    /// Records stored.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Whether `peer` provides `key`.
+    pub fn provides(&self, key: &Key, peer: &PeerId, now: Instant) -> bool {
+        self.get(key, now).iter().any(|p| p.id == *peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    fn rec() -> PeerRecord {
+        let key = Keypair::generate().unwrap();
+        PeerRecord::sign(&key, &["10.0.0.1:1".parse().unwrap()], 1)
+    }
+
+    #[test]
+    fn providers_expire_at_their_ttl_and_storage_is_bounded() {
+        let now = Instant::now();
+        let mut s = ProviderStore::new(2, 3);
+        let (a, b, c) = (rec(), rec(), rec());
+        assert!(s.add([1; 32], a.clone(), Duration::from_secs(10), now));
+        assert!(s.add([1; 32], b.clone(), Duration::from_secs(20), now));
+        assert!(
+            !s.add([1; 32], c.clone(), Duration::from_secs(20), now),
+            "per-key bound"
+        );
+        assert!(s.add([2; 32], c.clone(), Duration::from_secs(20), now));
+        assert!(
+            !s.add([3; 32], rec(), Duration::from_secs(20), now),
+            "total bound"
+        );
+        assert_eq!(s.get(&[1; 32], now + Duration::from_secs(9)).len(), 2);
+        assert_eq!(
+            s.get(&[1; 32], now + Duration::from_secs(10)),
+            vec![b.clone()]
+        );
+        s.expire(now + Duration::from_secs(10));
+        assert_eq!(s.len(), 2);
+        // Renewal extends the TTL.
+        assert!(s.add([1; 32], b.clone(), Duration::from_secs(100), now));
+        s.expire(now + Duration::from_secs(50));
+        assert!(s.provides(&[1; 32], &b.id, now + Duration::from_secs(50)));
+        assert!(!s.provides(&[2; 32], &c.id, now + Duration::from_secs(50)));
+    }
+}
