@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::identity::PeerId;
+use crate::kad::KadConfig;
 use crate::mux::{ChannelConfig, MuxConfig};
 use crate::secure::handshake::DEFAULT_HANDSHAKE_TIMEOUT;
 use crate::secure::CipherSuite;
@@ -128,6 +129,16 @@ pub struct NodeConfig {
     pub socket: SocketOptions,
     /// Peers redialed whenever they are not connected.
     pub persistent_peers: Vec<PersistentPeer>,
+    /// Bootstrap peers dialed at start; the DHT finds the rest.
+    pub bootstrap: Vec<SocketAddr>,
+    /// The Kademlia DHT (`None` turns it off).
+    pub kad: Option<KadConfig>,
+    /// Keep the outbound slots filled with peers from the DHT's table.
+    pub fill_outbound: bool,
+    /// A lookup-only connection closes after this long without DHT traffic.
+    pub lookup_idle: Duration,
+    /// Lookup-only connections open at once, at most.
+    pub max_lookup_conns: usize,
     /// Capacity of the application's event queue.
     pub event_queue: usize,
     /// Seed of the node's protocol randomness (jitter, sampling, ping nonces).
@@ -149,6 +160,11 @@ impl NodeConfig {
             limits: PeerLimits::default(),
             socket: SocketOptions::default(),
             persistent_peers: Vec::new(),
+            bootstrap: Vec::new(),
+            kad: Some(KadConfig::default()),
+            fill_outbound: true,
+            lookup_idle: Duration::from_secs(5),
+            max_lookup_conns: 64,
             event_queue: DEFAULT_EVENT_QUEUE,
             seed: 42,
         }

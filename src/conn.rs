@@ -152,6 +152,11 @@ impl Connection {
         }
     }
 
+    /// Whether this side started closing, or the connection is over.
+    pub fn is_closing(&self) -> bool {
+        self.local_close.is_some() || self.done.is_some()
+    }
+
     /// Whether the handshake finished.
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Open(_))

@@ -542,12 +542,18 @@ impl Reactor {
         }
     }
 
+    /// Runs the timers that were due when called; a timer re-armed in the past while
+    /// running waits for the next turn, so no deadline can monopolise the loop.
     fn fire_timers(&mut self, now: Instant, work: &mut Vec<usize>) {
+        let mut due = Vec::new();
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
+            due.push((at, timer));
+        }
+        for (at, timer) in due {
             match timer {
                 Timer::Sock(token) => {
                     let Some(sock) = self.sockets.get_mut(token).and_then(|s| s.as_mut()) else {

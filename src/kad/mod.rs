@@ -112,6 +112,8 @@ pub enum KadOutput {
         peer: PeerId,
         /// How.
         reason: &'static str,
+        /// A nuisance (too many requests) rather than a violation.
+        minor: bool,
     },
 }
 
@@ -265,8 +267,11 @@ impl Kademlia {
 
     fn misbehaved(&mut self, peer: PeerId, reason: &'static str) {
         log::debug!("kad: peer {} misbehaved: {reason}", peer.short());
-        self.outputs
-            .push_back(KadOutput::Misbehaved { peer, reason });
+        self.outputs.push_back(KadOutput::Misbehaved {
+            peer,
+            reason,
+            minor: false,
+        });
     }
 
     fn rate_ok(&mut self, peer: PeerId, now: Instant) -> bool {
@@ -333,7 +338,13 @@ impl Kademlia {
 
     fn handle_request(&mut self, from: PeerId, req: wire::KadRequest, now: Instant) {
         if !self.rate_ok(from, now) {
-            return self.misbehaved(from, "kad request rate");
+            let reason = "kad request rate";
+            self.outputs.push_back(KadOutput::Misbehaved {
+                peer: from,
+                reason,
+                minor: true,
+            });
+            return;
         }
         let Ok(sender) = self.learn_sender(from, req.sender, now) else {
             return;

@@ -86,7 +86,7 @@ impl SimNet {
                                 queue.push_back((i, to, bytes));
                             }
                         }
-                        KadOutput::Misbehaved { peer, reason } => {
+                        KadOutput::Misbehaved { peer, reason, .. } => {
                             self.misbehaved.push((i, peer, reason))
                         }
                     }

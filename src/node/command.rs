@@ -7,6 +7,9 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::identity::PeerId;
+use crate::kad::key::Key;
+use crate::kad::record::PeerRecord;
+use crate::kad::LookupResult;
 use crate::metrics::Metrics;
 use crate::mux::{ChannelId, SendOptions};
 
@@ -29,5 +32,9 @@ pub(crate) enum Command {
     Disconnect(PeerId),
     Ban(PeerId, Duration),
     Metrics(Sender<Metrics>),
+    FindNode(Key, Option<Sender<LookupResult>>),
+    FindProviders(Key, Option<Sender<LookupResult>>),
+    Provide(Key),
+    RoutingTable(Sender<Vec<PeerRecord>>),
     Shutdown(Sender<()>),
 }

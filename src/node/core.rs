@@ -13,6 +13,9 @@ use crate::config::{NodeConfig, PersistentPeer};
 use crate::conn::{ConnEvent, Connection, Direction};
 use crate::error::{DisconnectReason, LocalClose, SendError};
 use crate::identity::{Keypair, PeerId};
+use crate::kad::key::Key;
+use crate::kad::table::subnet;
+use crate::kad::{KadOutput, Kademlia, LookupKind, LookupResult, KAD_CHANNEL};
 use crate::metrics::Metrics;
 use crate::mux::{ChannelCounters, ChannelId, MuxConfig, SendOptions};
 use crate::node::command::Command;
@@ -28,6 +31,14 @@ pub(crate) type ConnId = usize;
 
 /// How often waiting deliveries are retried.
 const DELIVERY_RETRY: Duration = Duration::from_millis(1);
+/// How often outbound slots are topped up from the DHT table.
+const FILL_EVERY: Duration = Duration::from_secs(1);
+/// Most outbound peers from one /24.
+const MAX_OUTBOUND_PER_SUBNET: usize = 2;
+/// DHT messages waiting for a lookup connection, per peer.
+const MAX_KAD_WAITING: usize = 16;
+/// Bootstrap peers are redialed this often while the DHT table is empty.
+const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
 
 /// What the node asks the driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +59,15 @@ struct Entry {
     /// Set once this connection is the peer's announced one.
     announced: bool,
     persistent: bool,
+    /// Holds a slot in the peer manager.
+    slot: bool,
+    /// Carries DHT lookups only; closed when idle.
+    lookup_only: bool,
+    /// Whom we dialed.
+    expected: Option<PeerId>,
+    last_active: Instant,
+    /// A lookup-only dial to a bootstrap peer: introduce ourselves once it is up.
+    bootstrap: bool,
 }
 
 pub(crate) struct NodeCore {
@@ -70,6 +90,18 @@ pub(crate) struct NodeCore {
     next_conn: ConnId,
     local_ip: Option<IpAddr>,
     shutdown: Option<Vec<crossbeam_channel::Sender<()>>>,
+    kad: Option<Kademlia>,
+    /// Handshake settings of lookup-only dials.
+    lookup_handshake: Arc<HandshakeConfig>,
+    /// Lookup-only connections by peer (dialing or up).
+    kad_conns: HashMap<PeerId, ConnId>,
+    /// DHT messages waiting for a lookup connection.
+    kad_waiting: HashMap<PeerId, Vec<Vec<u8>>>,
+    lookup_waiters: HashMap<u64, crossbeam_channel::Sender<LookupResult>>,
+    /// Lookups the application asked for, to report as events.
+    user_lookups: std::collections::HashSet<u64>,
+    next_fill: Instant,
+    next_bootstrap: Instant,
 }
 
 impl NodeCore {
@@ -93,6 +125,12 @@ impl NodeCore {
             .first()
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
+        let kad = config
+            .kad
+            .clone()
+            .map(|kc| Kademlia::new(&key, &handshake.node_info.listen_addrs, kc, rng.fork(), now));
+        let mut lookup_hs = (*handshake).clone();
+        lookup_hs.node_info.lookup_only = true;
         NodeCore {
             mux: Arc::new(config.mux.clone()),
             config,
@@ -111,6 +149,36 @@ impl NodeCore {
             next_conn: 0,
             local_ip,
             shutdown: None,
+            kad,
+            lookup_handshake: Arc::new(lookup_hs),
+            kad_conns: HashMap::new(),
+            kad_waiting: HashMap::new(),
+            lookup_waiters: HashMap::new(),
+            user_lookups: Default::default(),
+            next_fill: now,
+            next_bootstrap: now,
+        }
+    }
+
+    /// Dials the bootstrap peers; call once, right after creation.
+    pub(crate) fn start(&mut self, now: Instant) {
+        self.dial_bootstrap(now);
+    }
+
+    /// Joining needs only the bootstrap peers' DHT, not a slot with them: the dials are
+    /// lookup-only, and the outbound slots are then filled from the table.
+    fn dial_bootstrap(&mut self, now: Instant) {
+        self.next_bootstrap = now + BOOTSTRAP_RETRY;
+        for addr in self.config.bootstrap.clone() {
+            let dialing = self.conns.values().any(|e| e.bootstrap && e.addr == addr);
+            if dialing || self.kad.is_none() {
+                continue;
+            }
+            if let Some(id) = self.dial_with(addr, None, false, true, now) {
+                if let Some(e) = self.conns.get_mut(&id) {
+                    e.bootstrap = true;
+                }
+            }
         }
     }
 
@@ -144,7 +212,6 @@ impl NodeCore {
             self.rng.next_u64(),
         );
         let id = self.alloc();
-        let persistent = false;
         self.conns.insert(
             id,
             Entry {
@@ -152,7 +219,12 @@ impl NodeCore {
                 addr,
                 connecting: None,
                 announced: false,
-                persistent,
+                persistent: false,
+                slot: true,
+                lookup_only: false,
+                expected: None,
+                last_active: now,
+                bootstrap: false,
             },
         );
         Some(id)
@@ -166,29 +238,48 @@ impl NodeCore {
         persistent: bool,
         now: Instant,
     ) {
+        self.dial_with(addr, expected, persistent, false, now);
+    }
+
+    fn dial_with(
+        &mut self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+        persistent: bool,
+        lookup_only: bool,
+        now: Instant,
+    ) -> Option<ConnId> {
         let fail = |core: &mut Self, reason: DisconnectReason| {
             core.metrics.dial_failures += 1;
-            core.delivery_push(Event::DialFailed { addr, reason }, None);
+            if !lookup_only {
+                core.delivery_push(Event::DialFailed { addr, reason }, None);
+            }
             if persistent {
                 core.manager.persistent_lost(addr, expected, now);
             }
+            None
         };
         if self.shutdown.is_some() {
-            return;
+            return None;
         }
         if let Some(peer) = expected {
             if self.peers.contains_key(&peer) {
-                return;
+                return None;
             }
             if self.manager.is_banned(&peer, now) {
                 return fail(self, DisconnectReason::Local(LocalClose::Banned));
             }
         }
-        if self.manager.admit(Direction::Outbound, addr.ip()).is_err() {
+        if !lookup_only && self.manager.admit(Direction::Outbound, addr.ip()).is_err() {
             return fail(self, DisconnectReason::Local(LocalClose::TooManyPeers));
         }
+        let hs = if lookup_only {
+            &self.lookup_handshake
+        } else {
+            &self.handshake
+        };
         let conn = match Connection::outbound(
-            self.handshake.clone(),
+            hs.clone(),
             self.key.clone(),
             expected,
             self.mux.clone(),
@@ -198,7 +289,9 @@ impl NodeCore {
         ) {
             Ok(conn) => conn,
             Err(reason) => {
-                self.manager.release(Direction::Outbound, addr.ip());
+                if !lookup_only {
+                    self.manager.release(Direction::Outbound, addr.ip());
+                }
                 return fail(self, reason);
             }
         };
@@ -213,6 +306,11 @@ impl NodeCore {
                 connecting,
                 announced: false,
                 persistent,
+                slot: !lookup_only,
+                lookup_only,
+                expected,
+                last_active: now,
+                bootstrap: false,
             },
         );
         self.actions.push_back(Action::Dial {
@@ -220,6 +318,7 @@ impl NodeCore {
             addr,
             local: self.local_ip,
         });
+        Some(id)
     }
 
     /// The TCP connect of `id` completed.
@@ -232,9 +331,15 @@ impl NodeCore {
     /// The TCP connect of `id` failed; its entry is gone.
     pub(crate) fn on_dial_failed(&mut self, id: ConnId, kind: std::io::ErrorKind, now: Instant) {
         if let Some(e) = self.conns.remove(&id) {
-            self.manager.release(Direction::Outbound, e.addr.ip());
+            if e.slot {
+                self.manager.release(Direction::Outbound, e.addr.ip());
+            }
             self.metrics.dial_failures += 1;
             log::debug!("dial {} failed: {kind}", e.addr);
+            if e.lookup_only {
+                self.lookup_conn_gone(id, e.expected, now);
+                return;
+            }
             let reason = DisconnectReason::Io(kind);
             self.delivery_push(
                 Event::DialFailed {
@@ -246,6 +351,20 @@ impl NodeCore {
             if e.persistent {
                 self.manager.persistent_lost(e.addr, None, now);
             }
+        }
+    }
+
+    /// A lookup-only connection ended: what waited for it fails.
+    fn lookup_conn_gone(&mut self, id: ConnId, peer: Option<PeerId>, now: Instant) {
+        let Some(peer) = peer else { return };
+        if self.kad_conns.get(&peer) == Some(&id) {
+            self.kad_conns.remove(&peer);
+            if self.kad_waiting.remove(&peer).is_some() {
+                if let Some(kad) = &mut self.kad {
+                    kad.on_unreachable(peer, now);
+                }
+            }
+            self.drain_kad(now);
         }
     }
 
@@ -275,7 +394,20 @@ impl NodeCore {
             };
             match event {
                 ConnEvent::Established { remote, info } => {
-                    self.on_established(id, remote, info.channels, now)
+                    self.on_established(id, remote, info, now)
+                }
+                ConnEvent::Message {
+                    channel: KAD_CHANNEL,
+                    data,
+                } => {
+                    entry.last_active = now;
+                    let peer = entry.conn.remote();
+                    entry.conn.release(KAD_CHANNEL, data.len());
+                    if let (Some(peer), Some(kad)) = (peer, &mut self.kad) {
+                        kad.handle_message(peer, &data, now);
+                    }
+                    self.touched.push(id);
+                    self.drain_kad(now);
                 }
                 ConnEvent::Message { channel, data } => {
                     let Some(peer) = entry.conn.remote() else {
@@ -300,7 +432,7 @@ impl NodeCore {
         &mut self,
         id: ConnId,
         remote: PeerId,
-        channels: Vec<ChannelId>,
+        info: crate::secure::NodeInfo,
         now: Instant,
     ) {
         self.metrics.handshakes_ok += 1;
@@ -313,8 +445,41 @@ impl NodeCore {
             self.close_conn(id, why, false, now);
             return;
         }
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if entry.lookup_only || info.lookup_only {
+            // DHT traffic only: no slot, no announcement.
+            if entry.slot {
+                entry.slot = false;
+                self.manager
+                    .release(entry.conn.direction(), entry.addr.ip());
+            }
+            entry.lookup_only = true;
+            entry.expected = Some(remote);
+            let introduce = entry.bootstrap;
+            for bytes in self.kad_waiting.remove(&remote).unwrap_or_default() {
+                let _ = entry
+                    .conn
+                    .send(KAD_CHANNEL, Arc::new(bytes), SendOptions::default());
+            }
+            self.kad_conns.insert(remote, id);
+            if introduce {
+                if let Some(kad) = &mut self.kad {
+                    kad.on_connected(remote, info.listen_addrs, now);
+                }
+            }
+            self.touched.push(id);
+            self.drain_kad(now);
+            return;
+        }
+        let channels = info.channels;
         let Some(&existing) = self.peers.get(&remote) else {
             self.announce(id, remote, channels);
+            if let Some(kad) = &mut self.kad {
+                kad.on_connected(remote, info.listen_addrs, now);
+            }
+            self.drain_kad(now);
             return;
         };
         // Two connections to one peer: both sides keep the one dialed by the lower id.
@@ -395,8 +560,20 @@ impl NodeCore {
             .disconnect_reason()
             .cloned()
             .unwrap_or(DisconnectReason::Eof);
-        self.manager
-            .release(entry.conn.direction(), entry.addr.ip());
+        if entry.slot {
+            self.manager
+                .release(entry.conn.direction(), entry.addr.ip());
+        }
+        if entry.lookup_only {
+            self.lookup_conn_gone(id, entry.expected.or(entry.conn.remote()), now);
+            if reason.is_violation() {
+                if let Some(peer) = entry.conn.remote() {
+                    self.manager.violation(peer, now);
+                }
+            }
+            self.check_shutdown_done();
+            return;
+        }
         if let Some(mux) = entry.conn.mux() {
             for (channel, c) in mux.counters() {
                 self.metrics.add_channel(channel, &c);
@@ -491,6 +668,25 @@ impl NodeCore {
             Command::Metrics(reply) => {
                 let _ = reply.try_send(self.metrics());
             }
+            Command::FindNode(key, reply) => {
+                self.user_lookup(key, LookupKind::FindNode, reply, now)
+            }
+            Command::FindProviders(key, reply) => {
+                self.user_lookup(key, LookupKind::GetProviders, reply, now)
+            }
+            Command::Provide(key) => {
+                let id = self.kad.as_mut().and_then(|k| k.provide(key, now));
+                self.user_lookups.extend(id);
+                self.drain_kad(now);
+            }
+            Command::RoutingTable(reply) => {
+                let table = self
+                    .kad
+                    .as_ref()
+                    .map(|k| k.table().records().cloned().collect())
+                    .unwrap_or_default();
+                let _ = reply.try_send(table);
+            }
             Command::Shutdown(done) => {
                 self.shutdown.get_or_insert_with(Vec::new).push(done);
                 let ids: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -536,20 +732,225 @@ impl NodeCore {
 
     /// When [`NodeCore::handle_timeout`] must run.
     pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
-        let delivery = self.delivery.is_blocked().then(|| now + DELIVERY_RETRY);
-        match (delivery, self.manager.next_dial()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let idle = self.config.lookup_idle;
+        [
+            self.delivery.is_blocked().then(|| now + DELIVERY_RETRY),
+            self.manager.next_dial(),
+            self.kad.as_ref().and_then(|k| k.poll_timeout()),
+            self.kad
+                .as_ref()
+                .filter(|_| self.config.fill_outbound)
+                .map(|_| self.next_fill),
+            self.kad
+                .as_ref()
+                .filter(|k| k.table().is_empty() && !self.config.bootstrap.is_empty())
+                .map(|_| self.next_bootstrap),
+            self.conns
+                .values()
+                .filter(|e| e.lookup_only && e.conn.is_established() && !e.conn.is_closing())
+                .map(|e| e.last_active + idle)
+                .min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         let mut released = Vec::new();
         self.delivery.flush(&mut released);
         self.apply_releases(released);
-        if self.shutdown.is_none() {
-            for PersistentPeer { addr, id } in self.manager.due_dials(now) {
-                self.dial(addr, id, true, now);
+        if self.shutdown.is_some() {
+            return;
+        }
+        for PersistentPeer { addr, id } in self.manager.due_dials(now) {
+            self.dial(addr, id, true, now);
+        }
+        if let Some(kad) = &mut self.kad {
+            kad.handle_timeout(now);
+        }
+        self.close_idle_lookup_conns(now);
+        let table_empty = self.kad.as_ref().is_some_and(|k| k.table().is_empty());
+        if table_empty && !self.config.bootstrap.is_empty() && now >= self.next_bootstrap {
+            self.dial_bootstrap(now);
+        }
+        if self.config.fill_outbound && now >= self.next_fill {
+            self.next_fill = now + FILL_EVERY;
+            self.fill_outbound(now);
+        }
+        self.drain_kad(now);
+    }
+
+    fn close_idle_lookup_conns(&mut self, now: Instant) {
+        let idle = self.config.lookup_idle;
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| {
+                e.lookup_only
+                    && e.conn.is_established()
+                    && !e.conn.is_closing()
+                    && e.last_active + idle <= now
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.close_conn(id, LocalClose::Requested, true, now);
+        }
+    }
+
+    /// Dials peers from the DHT table while outbound slots are free, at most two per
+    /// /24 among outbound peers.
+    fn fill_outbound(&mut self, now: Instant) {
+        let Some(kad) = &self.kad else { return };
+        let (_, outbound) = self.manager.slots();
+        let mut free = self.config.limits.max_outbound.saturating_sub(outbound);
+        if free == 0 {
+            return;
+        }
+        let mut per_subnet: HashMap<[u8; 6], usize> = HashMap::new();
+        let mut busy: std::collections::HashSet<PeerId> = self.peers.keys().copied().collect();
+        for e in self.conns.values().filter(|e| e.slot) {
+            if e.conn.direction() == Direction::Outbound {
+                *per_subnet.entry(subnet(e.addr.ip())).or_default() += 1;
+            }
+            busy.extend(e.expected);
+        }
+        let mut candidates: Vec<(PeerId, SocketAddr)> = kad
+            .table()
+            .records()
+            .filter(|r| !busy.contains(&r.id))
+            .filter_map(|r| r.addrs.first().map(|a| (r.id, *a)))
+            .collect();
+        self.rng.shuffle(&mut candidates);
+        for (peer, addr) in candidates {
+            if free == 0 {
+                break;
+            }
+            let n = per_subnet.entry(subnet(addr.ip())).or_default();
+            if *n >= MAX_OUTBOUND_PER_SUBNET || self.manager.is_banned(&peer, now) {
+                continue;
+            }
+            *n += 1;
+            free -= 1;
+            self.dial(addr, Some(peer), false, now);
+        }
+    }
+
+    fn user_lookup(
+        &mut self,
+        key: Key,
+        kind: LookupKind,
+        reply: Option<crossbeam_channel::Sender<LookupResult>>,
+        now: Instant,
+    ) {
+        let Some(kad) = &mut self.kad else { return };
+        let id = match kind {
+            LookupKind::GetProviders => kad.find_providers(key, now),
+            _ => kad.find_node(key, now),
+        };
+        if let Some(id) = id {
+            match reply {
+                Some(tx) => {
+                    self.lookup_waiters.insert(id, tx);
+                }
+                None => {
+                    self.user_lookups.insert(id);
+                }
+            }
+        }
+        self.drain_kad(now);
+    }
+
+    /// Carries out what the DHT asked for: messages, penalties, finished lookups.
+    /// Sends that fail at once feed back into the DHT, so this loops until it is quiet.
+    fn drain_kad(&mut self, now: Instant) {
+        loop {
+            let Some(kad) = &mut self.kad else { return };
+            let outputs: Vec<KadOutput> = std::iter::from_fn(|| kad.poll_output()).collect();
+            let results: Vec<LookupResult> = std::iter::from_fn(|| kad.poll_result()).collect();
+            if outputs.is_empty() && results.is_empty() {
+                return;
+            }
+            for out in outputs {
+                match out {
+                    KadOutput::Send { peer, addrs, bytes } => {
+                        self.send_kad(peer, addrs, bytes, now)
+                    }
+                    KadOutput::Misbehaved {
+                        peer,
+                        reason,
+                        minor,
+                    } => {
+                        log::debug!("peer {} misbehaved in the DHT: {reason}", peer.short());
+                        let penalty = if minor {
+                            -self.config.limits.violation_penalty / 10.0
+                        } else {
+                            -self.config.limits.violation_penalty
+                        };
+                        if self.manager.adjust(peer, penalty, now) {
+                            self.metrics.bans += 1;
+                            if let Some(&id) = self.peers.get(&peer) {
+                                self.close_conn(id, LocalClose::Banned, false, now);
+                            }
+                        }
+                    }
+                }
+            }
+            for r in results {
+                if let Some(tx) = self.lookup_waiters.remove(&r.id) {
+                    let _ = tx.try_send(r);
+                } else if self.user_lookups.remove(&r.id) {
+                    self.delivery_push(Event::Lookup(r), None);
+                }
+            }
+        }
+    }
+
+    fn send_kad(&mut self, peer: PeerId, addrs: Vec<SocketAddr>, bytes: Vec<u8>, now: Instant) {
+        let conn = self
+            .peers
+            .get(&peer)
+            .or_else(|| self.kad_conns.get(&peer))
+            .copied();
+        if let Some(id) = conn {
+            if let Some(e) = self.conns.get_mut(&id) {
+                if e.conn.is_established() {
+                    e.last_active = now;
+                    if e.conn
+                        .send(KAD_CHANNEL, Arc::new(bytes), SendOptions::default())
+                        .is_err()
+                    {
+                        Metrics::count(&mut self.metrics.drops, "kad_queue_full");
+                    }
+                    self.touched.push(id);
+                    return;
+                }
+                let waiting = self.kad_waiting.entry(peer).or_default();
+                if waiting.len() < MAX_KAD_WAITING {
+                    waiting.push(bytes);
+                }
+                return;
+            }
+        }
+        let lookup_conns = self.kad_conns.len();
+        let dialed = match addrs.first() {
+            Some(addr)
+                if lookup_conns < self.config.max_lookup_conns && self.shutdown.is_none() =>
+            {
+                self.dial_with(*addr, Some(peer), false, true, now)
+            }
+            _ => None,
+        };
+        match dialed {
+            Some(id) => {
+                self.kad_conns.insert(peer, id);
+                self.kad_waiting.entry(peer).or_default().push(bytes);
+            }
+            None => {
+                if let Some(kad) = &mut self.kad {
+                    kad.on_unreachable(peer, now);
+                }
             }
         }
     }

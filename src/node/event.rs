@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use crate::conn::Direction;
 use crate::error::DisconnectReason;
 use crate::identity::PeerId;
+use crate::kad::LookupResult;
 use crate::mux::ChannelId;
 
 /// An event of a node.
@@ -33,6 +34,8 @@ pub enum Event {
         /// Why.
         reason: DisconnectReason,
     },
+    /// A DHT lookup asked for with `find_node`, `find_providers` or `provide` finished.
+    Lookup(LookupResult),
     /// A message arrived.
     Message {
         /// From whom.

@@ -20,6 +20,9 @@ use crate::conn::Direction;
 use crate::driver::{socket, LoopCommand, Runtime, RuntimeShared};
 use crate::error::{IdentityError, SendError};
 use crate::identity::{Keypair, PeerId};
+use crate::kad::key::Key;
+use crate::kad::record::PeerRecord;
+use crate::kad::{KadConfig, LookupResult, KAD_CHANNEL, MAX_KAD_MESSAGE};
 use crate::metrics::Metrics;
 use crate::mux::{ChannelConfig, ChannelId, RateLimit, SendOptions};
 use crate::secure::HandshakeConfig;
@@ -143,8 +146,20 @@ impl NodeBuilder {
     }
 
     /// Seeds the node's protocol randomness.
-    pub fn seed(mut self, seed: u64) -> Self {
+    pub fn rng_seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
+        self
+    }
+
+    /// Dials `addr` at start to join the network; the DHT finds the rest.
+    pub fn bootstrap(mut self, addr: SocketAddr) -> Self {
+        self.config.bootstrap.push(addr);
+        self
+    }
+
+    /// Sets the DHT's settings, or turns it off with `None`.
+    pub fn kad(mut self, kad: Option<KadConfig>) -> Self {
+        self.config.kad = kad;
         self
     }
 
@@ -182,6 +197,15 @@ impl NodeBuilder {
             Some(k) => k,
             None => Arc::new(Keypair::generate().map_err(StartError::Identity)?),
         };
+        if config.kad.is_some() && config.channel(KAD_CHANNEL).is_none() {
+            config.mux.channels.push(
+                ChannelConfig::new(KAD_CHANNEL)
+                    .priority(4)
+                    .max_message_size(MAX_KAD_MESSAGE)
+                    .recv_window(4 * MAX_KAD_MESSAGE)
+                    .send_queue_capacity(256),
+            );
+        }
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
         for addr in &config.listen {
@@ -210,14 +234,16 @@ impl NodeBuilder {
             channel_tx.insert(id, tx);
             channel_events.insert(id, rx);
         }
-        let core = core::NodeCore::new(
+        let now = Instant::now();
+        let mut core = core::NodeCore::new(
             config.clone(),
             Arc::new(handshake),
             key.clone(),
             shared.clone(),
             Delivery::new(events_tx, channel_tx),
-            Instant::now(),
+            now,
         );
+        core.start(now);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let added = runtime.shared.submit_blocking(LoopCommand::AddNode {
             core: Box::new(core),
@@ -447,6 +473,54 @@ impl NodeHandle {
     pub fn metrics(&self) -> Result<Metrics, SendError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(Command::Metrics(tx))?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Starts a DHT lookup of the nodes closest to `key`; the answer arrives as
+    /// [`Event::Lookup`].
+    pub fn find_node(&self, key: Key) -> Result<(), SendError> {
+        self.submit(Command::FindNode(key, None))
+    }
+
+    /// Starts a DHT lookup of the providers of `key`; the answer arrives as
+    /// [`Event::Lookup`].
+    pub fn find_providers(&self, key: Key) -> Result<(), SendError> {
+        self.submit(Command::FindProviders(key, None))
+    }
+
+    /// Looks up the nodes closest to `key`, waiting at most `timeout`.
+    pub fn find_node_blocking(
+        &self,
+        key: Key,
+        timeout: Duration,
+    ) -> Result<LookupResult, SendError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(Command::FindNode(key, Some(tx)))?;
+        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+    }
+
+    /// Looks up the providers of `key`, waiting at most `timeout`.
+    pub fn find_providers_blocking(
+        &self,
+        key: Key,
+        timeout: Duration,
+    ) -> Result<LookupResult, SendError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(Command::FindProviders(key, Some(tx)))?;
+        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+    }
+
+    /// Announces this node as a provider of `key` (a service, a partition) to the
+    /// nodes closest to it, and keeps republishing it.
+    pub fn provide(&self, key: Key) -> Result<(), SendError> {
+        self.submit(Command::Provide(key))
+    }
+
+    /// A snapshot of the DHT's routing table.
+    pub fn routing_table(&self) -> Result<Vec<PeerRecord>, SendError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(Command::RoutingTable(tx))?;
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| SendError::Closed)
     }

@@ -24,6 +24,8 @@ pub struct NodeInfo {
     pub version: String,
     /// Channel ids the node serves.
     pub channels: Vec<u32>,
+    /// The connection carries DHT lookups only (no peer slot, closed when idle).
+    pub lookup_only: bool,
 }
 
 impl NodeInfo {
@@ -32,6 +34,7 @@ impl NodeInfo {
             listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
             version: self.version.clone(),
             channels: self.channels.clone(),
+            lookup_only: self.lookup_only,
         }
         .encode_to_vec()
     }
@@ -63,6 +66,7 @@ impl NodeInfo {
             listen_addrs,
             version: raw.version,
             channels: raw.channels,
+            lookup_only: raw.lookup_only,
         })
     }
 

@@ -90,6 +90,10 @@ pub struct NodeInfo {
     /// Channel ids the node serves.
     #[prost(uint32, repeated, tag = "3")]
     pub channels: ::prost::alloc::vec::Vec<u32>,
+    /// This connection only carries DHT lookups: it takes no peer slot on either side,
+    /// is not announced to the application, and closes when idle.
+    #[prost(bool, tag = "4")]
+    pub lookup_only: bool,
 }
 /// AEAD ciphers a session may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

@@ -16,7 +16,10 @@ pub fn addr(i: usize) -> SocketAddr {
 }
 
 pub fn builder(i: usize, channels: &[ChannelConfig]) -> NodeBuilder {
-    let mut b = NodeBuilder::new(NET).listen(addr(i)).seed(i as u64);
+    let mut b = NodeBuilder::new(NET)
+        .listen(addr(i))
+        .rng_seed(i as u64)
+        .kad(None);
     for c in channels {
         b = b.channel(c.clone());
     }

@@ -1,0 +1,125 @@
+//! The DHT over real loopback TCP: joining through one seed, finding every node,
+//! provider records, and punishment of garbage.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use meshwire::kad::KAD_CHANNEL;
+use meshwire::mux::packet;
+use meshwire::{ChannelConfig, Keypair, NodeBuilder, NodeHandle, Runtime};
+
+fn kad_node(i: usize, seed: Option<std::net::SocketAddr>, rt: &Runtime) -> NodeHandle {
+    let mut b = NodeBuilder::new(NET)
+        .listen(addr(i))
+        .rng_seed(i as u64)
+        .channel(ChannelConfig::new(1));
+    if let Some(s) = seed {
+        b = b.bootstrap(s);
+    }
+    b.start_on(rt).expect("start")
+}
+
+#[test]
+fn fifty_nodes_that_know_one_seed_find_every_other_node() {
+    let rt = Runtime::new().unwrap();
+    let seed = kad_node(500, None, &rt);
+    let seed_addr = seed.listen_addrs()[0];
+    let mut nodes = vec![seed];
+    for i in 1..50 {
+        nodes.push(kad_node(500 + i, Some(seed_addr), &rt));
+    }
+    // Everyone joins: tables fill through the seed.
+    assert!(eventually(Duration::from_secs(30), || {
+        nodes
+            .iter()
+            .all(|n| n.routing_table().map(|t| t.len() >= 10).unwrap_or(false))
+    }));
+    let ids: Vec<_> = nodes.iter().map(|n| n.peer_id()).collect();
+    let handles: Vec<_> = nodes
+        .iter()
+        .cloned()
+        .map(|n| {
+            let ids = ids.clone();
+            std::thread::spawn(move || {
+                let mut found = 0;
+                for id in ids.iter().filter(|id| **id != n.peer_id()) {
+                    let t = std::time::Instant::now();
+                    let r = n
+                        .find_node_blocking(*id.as_bytes(), Duration::from_secs(20))
+                        .unwrap_or_else(|e| {
+                            panic!(
+                                "lookup: {e} after {:?}, metrics {:?}",
+                                t.elapsed(),
+                                n.metrics()
+                                    .map(|m| (m.drops, m.outbound, m.inbound, m.pending, m.bans))
+                            )
+                        });
+                    if r.closest.first().map(|p| p.id) == Some(*id) {
+                        found += 1;
+                    }
+                }
+                found
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), 49, "node {i} did not find everyone");
+    }
+    // Outbound slots were filled from the table, at most 2 per /24 (one node each here).
+    assert!(nodes
+        .iter()
+        .skip(1)
+        .all(|n| n.metrics().unwrap().outbound >= 5));
+    // A service announced by one node is found by another.
+    let service = [0x5e; 32];
+    nodes[17].provide(service).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        nodes[42]
+            .find_providers_blocking(service, Duration::from_secs(10))
+            .map(|r| r.providers.iter().any(|p| p.id == ids[17]))
+            .unwrap_or(false)
+    }));
+    for n in &nodes {
+        n.shutdown();
+    }
+}
+
+#[test]
+fn a_peer_sending_dht_garbage_is_penalized_and_banned() {
+    let rt = Runtime::new().unwrap();
+    let node = kad_node(600, None, &rt);
+    let key = Arc::new(Keypair::generate().unwrap());
+    let target = node.listen_addrs()[0];
+    for round in 0..3 {
+        let mut raw = raw_handshake(
+            target,
+            "127.66.0.1".parse().unwrap(),
+            key.clone(),
+            vec![1, KAD_CHANNEL],
+        )
+        .unwrap();
+        let mut frame = Vec::new();
+        packet::put_msg(
+            &mut frame,
+            KAD_CHANNEL,
+            true,
+            b"\xff\xff\xff not a kad message",
+            0,
+        );
+        raw.send_frame(&frame);
+        if round < 2 {
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(node.metrics().unwrap().bans, 0);
+        } else {
+            assert!(
+                raw.closed_by_peer(Duration::from_secs(5)),
+                "not disconnected once banned"
+            );
+        }
+    }
+    assert_eq!(node.metrics().unwrap().bans, 1);
+    node.shutdown();
+}
