@@ -933,11 +933,10 @@ impl NodeCore {
                 return;
             }
         }
-        let lookup_conns = self.kad_conns.len();
+        let room =
+            self.kad_conns.len() < self.config.max_lookup_conns || self.evict_lookup_conn(now);
         let dialed = match addrs.first() {
-            Some(addr)
-                if lookup_conns < self.config.max_lookup_conns && self.shutdown.is_none() =>
-            {
+            Some(addr) if room && self.shutdown.is_none() => {
                 self.dial_with(*addr, Some(peer), false, true, now)
             }
             _ => None,
@@ -953,6 +952,24 @@ impl NodeCore {
                 }
             }
         }
+    }
+
+    /// Closes the least recently active lookup connection to make room for another;
+    /// `false` if none can go (all still dialing).
+    fn evict_lookup_conn(&mut self, now: Instant) -> bool {
+        let victim = self
+            .kad_conns
+            .iter()
+            .filter_map(|(peer, id)| self.conns.get(id).map(|e| (*peer, *id, e)))
+            .filter(|(_, _, e)| e.conn.is_established() && !e.conn.is_closing())
+            .min_by_key(|(_, _, e)| e.last_active)
+            .map(|(peer, id, _)| (peer, id));
+        let Some((peer, id)) = victim else {
+            return false;
+        };
+        self.kad_conns.remove(&peer);
+        self.close_conn(id, LocalClose::Requested, true, now);
+        true
     }
 
     /// When the driver must call [`NodeCore::conn_timeout`] for `id`.
