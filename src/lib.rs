@@ -51,6 +51,7 @@ pub mod config;
 pub mod conn;
 mod driver;
 pub mod error;
+pub mod gossip;
 pub mod identity;
 pub mod kad;
 pub mod metrics;

@@ -4,7 +4,12 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["handshake.proto", "packet.proto", "kad.proto"];
+const PROTOS: &[&str] = &[
+    "handshake.proto",
+    "packet.proto",
+    "kad.proto",
+    "gossip.proto",
+];
 const GENERATED: &str = "src/wire/meshwire.v1.rs";
 
 fn regenerate() -> String {

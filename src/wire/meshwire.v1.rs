@@ -358,3 +358,97 @@ pub mod kad_message {
         Response(super::KadResponse),
     }
 }
+/// A published message. Fields 1 and 2 come first on the wire so that the id is known
+/// from the first fragment of a large message.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GossipMessage {
+    /// The origin's PeerId (32 bytes); empty in anonymous mode.
+    #[prost(bytes = "vec", tag = "1")]
+    pub origin: ::prost::alloc::vec::Vec<u8>,
+    /// The origin's sequence number (anonymous mode: 0).
+    #[prost(uint64, tag = "2")]
+    pub seqno: u64,
+    #[prost(string, tag = "3")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "4")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+    /// The origin's Ed25519 public key (32 bytes), so receivers verify without a lookup.
+    #[prost(bytes = "vec", tag = "5")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    /// Ed25519 over "meshwire/v1 gossip" || u32 len || topic || u64 seqno || data.
+    #[prost(bytes = "vec", tag = "6")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+    /// Hops from the origin; not signed, incremented by each forwarder.
+    #[prost(uint32, tag = "7")]
+    pub hops: u32,
+}
+/// "I have these message ids" (lazy push).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IHave {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub ids: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+/// "Send me these."
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IWant {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub ids: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+/// "Add me to your mesh for this topic."
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Graft {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+}
+/// "You are out of my mesh": with peers to try instead, and a backoff.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Prune {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub peers: ::prost::alloc::vec::Vec<PeerRecord>,
+    #[prost(uint64, tag = "3")]
+    pub backoff_secs: u64,
+}
+/// "I already have (or am receiving) these: do not send them."
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IDontWant {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub ids: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+/// "Stop pushing full messages to me on this topic; IHAVE is enough" (and back).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Choke {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Unchoke {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GossipRpc {
+    #[prost(message, repeated, tag = "1")]
+    pub publish: ::prost::alloc::vec::Vec<GossipMessage>,
+    #[prost(string, repeated, tag = "2")]
+    pub subscribe: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "3")]
+    pub unsubscribe: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(message, repeated, tag = "4")]
+    pub ihave: ::prost::alloc::vec::Vec<IHave>,
+    #[prost(message, repeated, tag = "5")]
+    pub iwant: ::prost::alloc::vec::Vec<IWant>,
+    #[prost(message, repeated, tag = "6")]
+    pub graft: ::prost::alloc::vec::Vec<Graft>,
+    #[prost(message, repeated, tag = "7")]
+    pub prune: ::prost::alloc::vec::Vec<Prune>,
+    #[prost(message, repeated, tag = "8")]
+    pub idontwant: ::prost::alloc::vec::Vec<IDontWant>,
+    #[prost(message, repeated, tag = "9")]
+    pub choke: ::prost::alloc::vec::Vec<Choke>,
+    #[prost(message, repeated, tag = "10")]
+    pub unchoke: ::prost::alloc::vec::Vec<Unchoke>,
+}

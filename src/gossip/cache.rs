@@ -1,0 +1,191 @@
+//! Bounded caches: ids seen (by size and age), and recent messages for IWANT.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::gossip::message::MessageId;
+use crate::wire;
+
+/// Ids seen recently: bounded in count and in time.
+#[derive(Debug)]
+pub struct SeenCache {
+    set: HashMap<MessageId, Instant>,
+    order: VecDeque<(Instant, MessageId)>,
+    ttl: Duration,
+    max: usize,
+}
+
+impl SeenCache {
+    /// A cache keeping ids for `ttl`, at most `max` of them.
+    pub fn new(ttl: Duration, max: usize) -> Self {
+        SeenCache {
+            set: HashMap::new(),
+            order: VecDeque::new(),
+            ttl,
+            max: max.max(1),
+        }
+    }
+
+    /// Records `id`; `false` if it was already there.
+    pub fn insert(&mut self, id: MessageId, now: Instant) -> bool {
+        self.expire(now);
+        if self.set.contains_key(&id) {
+            return false;
+        }
+        while self.set.len() >= self.max {
+            match self.order.pop_front() {
+                Some((_, old)) => {
+                    self.set.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.set.insert(id, now);
+        self.order.push_back((now, id));
+        true
+    }
+
+    /// Whether `id` was seen.
+    pub fn contains(&self, id: &MessageId) -> bool {
+        self.set.contains_key(id)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.order.front() {
+            if now.saturating_duration_since(t) < self.ttl {
+                break;
+            }
+            self.order.pop_front();
+            self.set.remove(&id);
+        }
+    }
+
+    /// Ids held.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+/// Messages of the last few heartbeats, for IWANT answers and IHAVE gossip.
+#[derive(Debug)]
+pub struct MessageCache {
+    msgs: HashMap<MessageId, (wire::GossipMessage, u32)>,
+    windows: VecDeque<Vec<(MessageId, String)>>,
+    history: usize,
+    gossip: usize,
+}
+
+impl MessageCache {
+    /// A cache of `history` heartbeat windows, the newest `gossip` of them gossiped.
+    pub fn new(history: usize, gossip: usize) -> Self {
+        let mut windows = VecDeque::new();
+        windows.push_back(Vec::new());
+        MessageCache {
+            msgs: HashMap::new(),
+            windows,
+            history: history.max(1),
+            gossip: gossip.max(1),
+        }
+    }
+
+    /// Adds a message to the current window.
+    pub fn put(&mut self, id: MessageId, msg: wire::GossipMessage) {
+        let topic = msg.topic.clone();
+        if self.msgs.insert(id, (msg, 0)).is_none() {
+            if let Some(w) = self.windows.back_mut() {
+                w.push((id, topic));
+            }
+        }
+    }
+
+    /// The message, counting one more IWANT answer for it; `None` past `max_replies`.
+    pub fn get_for_iwant(
+        &mut self,
+        id: &MessageId,
+        max_replies: u32,
+    ) -> Option<&wire::GossipMessage> {
+        let (msg, replies) = self.msgs.get_mut(id)?;
+        if *replies >= max_replies {
+            return None;
+        }
+        *replies += 1;
+        Some(msg)
+    }
+
+    /// Ids of `topic` in the gossip windows.
+    pub fn gossip_ids(&self, topic: &str) -> Vec<MessageId> {
+        self.windows
+            .iter()
+            .rev()
+            .take(self.gossip)
+            .flat_map(|w| w.iter().filter(|(_, t)| t == topic).map(|(id, _)| *id))
+            .collect()
+    }
+
+    /// Starts a new window, dropping the oldest beyond the history.
+    pub fn shift(&mut self) {
+        self.windows.push_back(Vec::new());
+        while self.windows.len() > self.history {
+            if let Some(old) = self.windows.pop_front() {
+                for (id, _) in old {
+                    self.msgs.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_cache_is_bounded_in_size_and_time() {
+        let t0 = Instant::now();
+        let mut s = SeenCache::new(Duration::from_secs(10), 3);
+        assert!(s.insert([1; 32], t0));
+        assert!(!s.insert([1; 32], t0));
+        s.insert([2; 32], t0);
+        s.insert([3; 32], t0);
+        s.insert([4; 32], t0);
+        assert_eq!(s.len(), 3);
+        assert!(!s.contains(&[1; 32]), "oldest evicted by size");
+        assert!(s.insert([5; 32], t0 + Duration::from_secs(10)));
+        assert_eq!(s.len(), 1, "all older ones expired");
+    }
+
+    #[test]
+    fn message_cache_keeps_history_windows_and_limits_iwant_replies() {
+        let mut c = MessageCache::new(3, 2);
+        let m = wire::GossipMessage {
+            topic: "t".into(),
+            ..Default::default()
+        };
+        c.put([1; 32], m.clone());
+        c.shift();
+        c.put([2; 32], m.clone());
+        assert_eq!(c.gossip_ids("t").len(), 2);
+        c.shift();
+        assert_eq!(c.gossip_ids("t"), vec![[2; 32]]);
+        assert!(c.get_for_iwant(&[1; 32], 2).is_some());
+        assert!(c.get_for_iwant(&[1; 32], 2).is_some());
+        assert!(c.get_for_iwant(&[1; 32], 2).is_none());
+        c.shift();
+        assert_eq!(c.len(), 1, "oldest window dropped");
+    }
+}

@@ -1,0 +1,91 @@
+//! Gossip settings and their defaults.
+
+use std::time::Duration;
+
+/// Gossip router settings.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// Target mesh degree.
+    pub d: usize,
+    /// Below this, the heartbeat grafts.
+    pub d_lo: usize,
+    /// Above this, the heartbeat prunes.
+    pub d_hi: usize,
+    /// Peers outside the mesh that get IHAVE gossip each heartbeat.
+    pub d_lazy: usize,
+    /// Mesh links per topic that always stay eager (never choked).
+    pub d_eager_min: usize,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Heartbeats a message stays in the message cache (for IWANT).
+    pub history_length: usize,
+    /// Heartbeats of the cache that IHAVE gossip covers.
+    pub history_gossip: usize,
+    /// How long a message id is remembered as seen.
+    pub seen_ttl: Duration,
+    /// Most ids remembered as seen.
+    pub seen_max: usize,
+    /// Largest message payload.
+    pub max_message_size: usize,
+    /// Most ids in one IHAVE, and IHAVEs accepted per peer per heartbeat.
+    pub max_ihave_length: usize,
+    /// IHAVE messages accepted from one peer per heartbeat.
+    pub max_ihave_messages: usize,
+    /// Times one message is sent to one peer on IWANT.
+    pub max_iwant_replies: u32,
+    /// Topics a peer may subscribe to.
+    pub max_topics_per_peer: usize,
+    /// Backoff after a PRUNE before grafting again.
+    pub prune_backoff: Duration,
+    /// Peers offered in a PRUNE (peer exchange).
+    pub prune_peers: usize,
+    /// Messages at least this large get an IDONTWANT to the mesh on receipt.
+    pub idontwant_min_size: usize,
+    /// Forwarded messages not sent within this are dropped (and counted).
+    pub forward_deadline: Duration,
+    /// Sign published messages (origin, seqno, signature); `false` = anonymous.
+    pub sign: bool,
+    /// Heartbeats between choke decisions; duplicates needed to choke a link.
+    pub choke_window: u32,
+    /// Duplicate-only deliveries in a window that choke a mesh link.
+    pub choke_duplicates: u32,
+    /// Score thresholds: below gossip, IHAVE/IWANT are ignored; below publish,
+    /// no flood publish; below graylist, everything from the peer is ignored.
+    pub gossip_threshold: f64,
+    /// See `gossip_threshold`.
+    pub publish_threshold: f64,
+    /// See `gossip_threshold`.
+    pub graylist_threshold: f64,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            d: 8,
+            d_lo: 6,
+            d_hi: 12,
+            d_lazy: 6,
+            d_eager_min: 2,
+            heartbeat: Duration::from_millis(200),
+            history_length: 5,
+            history_gossip: 3,
+            seen_ttl: Duration::from_secs(120),
+            seen_max: 200_000,
+            max_message_size: 4 << 20,
+            max_ihave_length: 500,
+            max_ihave_messages: 10,
+            max_iwant_replies: 3,
+            max_topics_per_peer: 64,
+            prune_backoff: Duration::from_secs(10),
+            prune_peers: 8,
+            idontwant_min_size: 1024,
+            forward_deadline: Duration::from_secs(2),
+            sign: true,
+            choke_window: 10,
+            choke_duplicates: 3,
+            gossip_threshold: -10.0,
+            publish_threshold: -50.0,
+            graylist_threshold: -80.0,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Published messages: ids, origin signatures, validation outcomes.
+
+use crate::identity::{self, Keypair, PeerId, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::wire;
+
+/// A message id: SHA-256 of origin and seqno (signed mode) or of topic and data.
+pub type MessageId = [u8; 32];
+
+const LABEL: &[u8] = b"meshwire/v1 gossip";
+
+/// What the application's validator says about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// Deliver and forward.
+    Accept,
+    /// Invalid: drop, never forward, penalize the sender.
+    Reject,
+    /// Drop without penalty (e.g. stale).
+    Ignore,
+}
+
+/// The id of a message.
+pub fn message_id(msg: &wire::GossipMessage) -> MessageId {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    if msg.origin.is_empty() {
+        ctx.update(b"anon");
+        ctx.update(&(msg.topic.len() as u32).to_be_bytes());
+        ctx.update(msg.topic.as_bytes());
+        ctx.update(&msg.data);
+    } else {
+        ctx.update(&msg.origin);
+        ctx.update(&msg.seqno.to_be_bytes());
+    }
+    let mut id = [0u8; 32];
+    id.copy_from_slice(ctx.finish().as_ref());
+    id
+}
+
+fn signing_bytes(topic: &str, seqno: u64, data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(LABEL.len() + 12 + topic.len() + data.len());
+    b.extend_from_slice(LABEL);
+    b.extend_from_slice(&(topic.len() as u32).to_be_bytes());
+    b.extend_from_slice(topic.as_bytes());
+    b.extend_from_slice(&seqno.to_be_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+/// A new message, signed by `key` or anonymous.
+pub fn build(key: Option<&Keypair>, topic: &str, seqno: u64, data: Vec<u8>) -> wire::GossipMessage {
+    match key {
+        Some(k) => wire::GossipMessage {
+            origin: k.peer_id().as_bytes().to_vec(),
+            seqno,
+            topic: topic.to_string(),
+            public_key: k.public_key().to_vec(),
+            signature: k.sign(&signing_bytes(topic, seqno, &data)).to_vec(),
+            data,
+            hops: 0,
+        },
+        None => wire::GossipMessage {
+            topic: topic.to_string(),
+            data,
+            ..Default::default()
+        },
+    }
+}
+
+/// Why a message's envelope is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// Signature missing where required, or fields malformed.
+    Malformed,
+    /// The signature or the origin does not match the key.
+    BadSignature,
+}
+
+/// Checks the envelope: a signed message must verify and its origin must be the key's
+/// id; an anonymous one must carry no origin, key or signature.
+pub fn verify(
+    msg: &wire::GossipMessage,
+    require_signature: bool,
+) -> Result<Option<PeerId>, EnvelopeError> {
+    if msg.origin.is_empty() && msg.public_key.is_empty() && msg.signature.is_empty() {
+        return if require_signature {
+            Err(EnvelopeError::Malformed)
+        } else {
+            Ok(None)
+        };
+    }
+    if msg.public_key.len() != PUBLIC_KEY_LEN
+        || msg.signature.len() != SIGNATURE_LEN
+        || msg.origin.len() != 32
+    {
+        return Err(EnvelopeError::Malformed);
+    }
+    let origin = PeerId::from_public_key(&msg.public_key);
+    if origin.as_bytes()[..] != msg.origin[..] {
+        return Err(EnvelopeError::BadSignature);
+    }
+    if !identity::verify(
+        &msg.public_key,
+        &signing_bytes(&msg.topic, msg.seqno, &msg.data),
+        &msg.signature,
+    ) {
+        return Err(EnvelopeError::BadSignature);
+    }
+    Ok(Some(origin))
+}
+
+/// Reads the id of the first published message from the start of a `GossipRpc`
+/// (e.g. the first fragment of a large one), if the bytes reach that far.
+pub fn peek_first_id(prefix: &[u8]) -> Option<MessageId> {
+    // GossipRpc field 1 (publish), length-delimited.
+    let mut r = prefix;
+    let key = read_varint(&mut r)?;
+    if key != (1 << 3 | 2) {
+        return None;
+    }
+    let _len = read_varint(&mut r)?;
+    // GossipMessage field 1 (origin, 32 bytes) then field 2 (seqno).
+    if read_varint(&mut r)? != (1 << 3 | 2) || read_varint(&mut r)? != 32 || r.len() < 32 {
+        return None;
+    }
+    let (origin, mut rest) = r.split_at(32);
+    let seqno = if rest.first() == Some(&(2 << 3)) {
+        rest = &rest[1..];
+        read_varint(&mut rest)?
+    } else {
+        0
+    };
+    let msg = wire::GossipMessage {
+        origin: origin.to_vec(),
+        seqno,
+        ..Default::default()
+    };
+    Some(message_id(&msg))
+}
+
+fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn signed_messages_verify_and_tampering_is_caught() {
+        let k = Keypair::from_seed([3; 32]);
+        let m = build(Some(&k), "blocks", 7, b"payload".to_vec());
+        assert_eq!(verify(&m, true), Ok(Some(k.peer_id())));
+        let mut bad = m.clone();
+        bad.data[0] ^= 1;
+        assert_eq!(verify(&bad, true), Err(EnvelopeError::BadSignature));
+        let mut hops = m.clone();
+        hops.hops = 5;
+        assert!(verify(&hops, true).is_ok(), "hops are not signed");
+        let mut other = m.clone();
+        other.origin = vec![9; 32];
+        assert_eq!(verify(&other, true), Err(EnvelopeError::BadSignature));
+        let anon = build(None, "blocks", 0, b"x".to_vec());
+        assert_eq!(verify(&anon, true), Err(EnvelopeError::Malformed));
+        assert_eq!(verify(&anon, false), Ok(None));
+    }
+
+    #[test]
+    fn the_id_is_readable_from_the_first_bytes_of_an_rpc() {
+        let k = Keypair::from_seed([4; 32]);
+        let m = build(Some(&k), "blocks", 300, vec![7; 100_000]);
+        let rpc = wire::GossipRpc {
+            publish: vec![m.clone()],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(peek_first_id(&rpc[..100]), Some(message_id(&m)));
+        assert_eq!(peek_first_id(&rpc[..20]), None);
+    }
+}

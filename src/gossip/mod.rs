@@ -1,0 +1,943 @@
+//! Topic-based gossip broadcast in the GossipSub class. Sans-IO.
+//!
+//! Each subscribed topic keeps a mesh of about D peers, maintained by GRAFT/PRUNE at
+//! every heartbeat. New messages are pushed in full along the mesh; a mesh link that
+//! only ever brings duplicates is *choked* (Plumtree-style): its sender then offers
+//! IHAVE instead of the full message, and the link is unchoked as soon as it proves
+//! faster (its IHAVE is the first news of a message). IHAVE/IWANT gossip to peers
+//! outside the mesh repairs what pushes missed; IDONTWANT (as soon as the first
+//! fragment of a large message arrives) stops copies already in flight. Messages are
+//! signed by their origin and checked once per id, then by the application's
+//! validator; invalid ones are never forwarded and cost their sender score.
+
+pub mod cache;
+pub mod config;
+pub mod message;
+pub mod score;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+
+use crate::identity::{Keypair, PeerId};
+use crate::kad::record::PeerRecord;
+use crate::kad::table::subnet;
+use crate::rng::Rng;
+use crate::wire;
+use cache::{MessageCache, SeenCache};
+pub use config::GossipConfig;
+pub use message::{MessageId, Validation};
+use score::{PeerScore, ScoreWeights};
+
+/// The channel gossip RPCs ride on.
+pub const GOSSIP_CHANNEL: u32 = 0xffff_0002;
+/// Ids remembered per peer from its IDONTWANTs.
+const MAX_DONTWANT: usize = 1024;
+/// Heartbeats an IWANT may take before the promise counts as broken.
+const PROMISE_HEARTBEATS: u32 = 3;
+
+/// The application's verdict on a message: `(topic, data) -> Validation`.
+pub type Validator = Arc<dyn Fn(&str, &[u8]) -> Validation + Send + Sync>;
+
+/// A message delivered to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipEvent {
+    /// Its topic.
+    pub topic: String,
+    /// Its id.
+    pub id: MessageId,
+    /// Who published it (`None` in anonymous mode).
+    pub origin: Option<PeerId>,
+    /// The peer it came from.
+    pub from: PeerId,
+    /// Hops from the origin (1 = straight from the origin).
+    pub hops: u32,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+/// What the router asks the node to do.
+#[derive(Debug, Clone)]
+pub enum GossipOutput {
+    /// Send an encoded `GossipRpc` on the gossip channel; drop it if not sent by `deadline`.
+    Send {
+        /// To whom.
+        peer: PeerId,
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Send-by time.
+        deadline: Instant,
+    },
+    /// Hand a message to the application.
+    Deliver(GossipEvent),
+    /// A peer misbehaved.
+    Penalize {
+        /// Who.
+        peer: PeerId,
+        /// How.
+        reason: &'static str,
+    },
+    /// Peers offered in a PRUNE: worth connecting to.
+    Connect(Vec<PeerRecord>),
+}
+
+/// Why a publish failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishError {
+    /// Larger than the maximum message size.
+    TooLarge,
+    /// Nobody to send it to.
+    NoPeers,
+}
+
+/// Counters of one topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicMetrics {
+    /// Messages delivered to the application.
+    pub deliveries: u64,
+    /// Full copies received beyond the first.
+    pub duplicates: u64,
+    /// Deliveries by hop count (index 15 = 15 or more).
+    pub hops: [u64; 16],
+    /// Which peers delivered first, how often (at most 64 peers tracked).
+    pub first_sources: HashMap<PeerId, u64>,
+    /// Messages rejected by validation.
+    pub rejected: u64,
+    /// Messages published here.
+    pub published: u64,
+    /// Mesh size now.
+    pub mesh: usize,
+    /// Mesh links choked (lazy) now.
+    pub choked: usize,
+}
+
+#[derive(Debug, Default)]
+struct Link {
+    /// The peer asked us to send IHAVE instead of full messages.
+    choked_by_peer: bool,
+    /// We asked the peer to.
+    we_choked: bool,
+    first: u32,
+    dups: u32,
+}
+
+#[derive(Debug, Default)]
+struct Topic {
+    subscribed: bool,
+    mesh: HashMap<PeerId, Link>,
+    backoff: HashMap<PeerId, Instant>,
+    metrics: TopicMetrics,
+}
+
+#[derive(Debug)]
+struct Peer {
+    topics: HashSet<String>,
+    score: PeerScore,
+    subnet: [u8; 6],
+    dontwant: HashSet<MessageId>,
+    dontwant_order: VecDeque<MessageId>,
+    ihaves: usize,
+}
+
+/// The gossip state of one node.
+pub struct Router {
+    config: GossipConfig,
+    weights: ScoreWeights,
+    key: Option<Arc<Keypair>>,
+    validator: Option<Validator>,
+    topics: HashMap<String, Topic>,
+    peers: HashMap<PeerId, Peer>,
+    seen: SeenCache,
+    mcache: MessageCache,
+    /// Ids we asked for with IWANT: from whom, and by when.
+    promises: HashMap<MessageId, (PeerId, Instant)>,
+    /// Ids announced by the first fragment of a message still arriving.
+    incoming: SeenCache,
+    pending: HashMap<PeerId, wire::GossipRpc>,
+    outputs: VecDeque<GossipOutput>,
+    px: Vec<PeerRecord>,
+    rng: Rng,
+    seqno: u64,
+    next_heartbeat: Instant,
+    heartbeats: u64,
+}
+
+impl Router {
+    /// A router signing with `key` (when `config.sign`), checking with `validator`.
+    pub fn new(
+        config: GossipConfig,
+        key: Option<Arc<Keypair>>,
+        validator: Option<Validator>,
+        mut rng: Rng,
+        now: Instant,
+    ) -> Self {
+        // Sequence numbers start at a random point, so a restarted node's ids differ.
+        let seqno = rng.next_u64() >> 1;
+        Router {
+            seen: SeenCache::new(config.seen_ttl, config.seen_max),
+            incoming: SeenCache::new(config.seen_ttl, config.seen_max),
+            mcache: MessageCache::new(config.history_length, config.history_gossip),
+            next_heartbeat: now + config.heartbeat,
+            seqno,
+            config,
+            weights: ScoreWeights::default(),
+            key,
+            validator,
+            topics: HashMap::new(),
+            peers: HashMap::new(),
+            promises: HashMap::new(),
+            pending: HashMap::new(),
+            outputs: VecDeque::new(),
+            px: Vec::new(),
+            rng,
+            heartbeats: 0,
+        }
+    }
+
+    // ------------------------------------------------------------ peers and topics
+
+    /// A peer connected (from `ip`): tell it our subscriptions.
+    pub fn add_peer(&mut self, peer: PeerId, ip: IpAddr, now: Instant) {
+        self.peers.entry(peer).or_insert_with(|| Peer {
+            topics: HashSet::new(),
+            score: PeerScore::default(),
+            subnet: subnet(ip),
+            dontwant: HashSet::new(),
+            dontwant_order: VecDeque::new(),
+            ihaves: 0,
+        });
+        let subs: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.subscribed)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !subs.is_empty() {
+            self.rpc(peer).subscribe.extend(subs);
+        }
+        self.flush(now);
+    }
+
+    /// A peer disconnected.
+    pub fn remove_peer(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+        self.pending.remove(peer);
+        for t in self.topics.values_mut() {
+            t.mesh.remove(peer);
+        }
+        self.promises.retain(|_, (p, _)| p != peer);
+    }
+
+    /// Subscribes to `topic`, telling every peer and grafting a mesh at once.
+    pub fn subscribe(&mut self, topic: &str, now: Instant) {
+        let t = self.topics.entry(topic.to_string()).or_default();
+        if t.subscribed {
+            return;
+        }
+        t.subscribed = true;
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.rpc(p).subscribe.push(topic.to_string());
+        }
+        self.maintain_mesh(topic, now);
+        self.flush(now);
+    }
+
+    /// Leaves `topic`, pruning its mesh.
+    pub fn unsubscribe(&mut self, topic: &str, now: Instant) {
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        t.subscribed = false;
+        let mesh: Vec<PeerId> = t.mesh.drain().map(|(p, _)| p).collect();
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.rpc(p).unsubscribe.push(topic.to_string());
+        }
+        for p in mesh {
+            self.prune(topic, p, now);
+        }
+        self.flush(now);
+    }
+
+    /// Topics subscribed.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.topics
+            .iter()
+            .filter(|(_, t)| t.subscribed)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Mesh peers of `topic`.
+    pub fn mesh(&self, topic: &str) -> Vec<PeerId> {
+        self.topics
+            .get(topic)
+            .map(|t| t.mesh.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Counters of every topic.
+    pub fn metrics(&self) -> HashMap<String, TopicMetrics> {
+        self.topics
+            .iter()
+            .map(|(n, t)| {
+                let mut m = t.metrics.clone();
+                m.mesh = t.mesh.len();
+                m.choked = t.mesh.values().filter(|l| l.we_choked).count();
+                (n.clone(), m)
+            })
+            .collect()
+    }
+
+    /// The gossip score of `peer`.
+    pub fn score(&self, peer: &PeerId) -> f64 {
+        self.peers
+            .get(peer)
+            .map_or(0.0, |p| p.score.value(&self.weights))
+    }
+
+    /// Records offered to pruned peers (peer exchange), e.g. from the DHT table.
+    pub fn set_peer_exchange(&mut self, records: Vec<PeerRecord>) {
+        self.px = records;
+    }
+
+    // ------------------------------------------------------------ publishing
+
+    /// Publishes `data` on `topic` to every subscribed peer (flood publish).
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        data: Vec<u8>,
+        now: Instant,
+    ) -> Result<MessageId, PublishError> {
+        if data.len() > self.config.max_message_size {
+            return Err(PublishError::TooLarge);
+        }
+        self.seqno = self.seqno.wrapping_add(1);
+        let key = if self.config.sign {
+            self.key.as_deref()
+        } else {
+            None
+        };
+        let mut msg = message::build(key, topic, self.seqno, data);
+        msg.hops = 1;
+        self.publish_message(msg, now)
+    }
+
+    /// Publishes a message built (and signed) elsewhere, e.g. on the caller's thread.
+    pub fn publish_message(
+        &mut self,
+        msg: wire::GossipMessage,
+        now: Instant,
+    ) -> Result<MessageId, PublishError> {
+        let id = message::message_id(&msg);
+        let topic = msg.topic.clone();
+        let threshold = self.config.publish_threshold;
+        let targets: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.topics.contains(&topic) && p.score.value(&self.weights) >= threshold)
+            .map(|(id, _)| *id)
+            .collect();
+        self.seen.insert(id, now);
+        self.mcache.put(id, msg.clone());
+        self.topics.entry(topic).or_default().metrics.published += 1;
+        if targets.is_empty() {
+            return Err(PublishError::NoPeers);
+        }
+        for p in targets {
+            self.rpc(p).publish.push(msg.clone());
+        }
+        self.flush(now);
+        Ok(id)
+    }
+
+    // ------------------------------------------------------------ receiving
+
+    /// The first fragment of a large gossip RPC from `from` arrived: if it carries a
+    /// message we do not have, tell the mesh not to send us copies.
+    pub fn handle_first_fragment(&mut self, from: PeerId, prefix: &[u8], now: Instant) {
+        let Some(id) = message::peek_first_id(prefix) else {
+            return;
+        };
+        if self.seen.contains(&id) || !self.incoming.insert(id, now) {
+            return;
+        }
+        let others: Vec<PeerId> = self
+            .topics
+            .values()
+            .flat_map(|t| t.mesh.keys().copied())
+            .filter(|p| *p != from)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for p in others {
+            self.rpc(p).idontwant.push(wire::IDontWant {
+                ids: vec![id.to_vec()],
+            });
+        }
+        self.flush(now);
+    }
+
+    /// An RPC from `from`.
+    pub fn handle_rpc(&mut self, from: PeerId, bytes: &[u8], now: Instant) {
+        if !self.peers.contains_key(&from) {
+            return;
+        }
+        let Ok(rpc) = wire::GossipRpc::decode(bytes) else {
+            return self.penalize(from, "undecodable gossip rpc", 1.0);
+        };
+        if self.score(&from) < self.config.graylist_threshold {
+            return;
+        }
+        self.handle_subscriptions(from, &rpc, now);
+        for msg in rpc.publish {
+            self.handle_message(from, msg, now);
+        }
+        let gossip_ok = self.score(&from) >= self.config.gossip_threshold;
+        if gossip_ok {
+            for ihave in rpc.ihave {
+                self.handle_ihave(from, ihave, now);
+            }
+            for iwant in rpc.iwant {
+                self.handle_iwant(from, iwant);
+            }
+        }
+        for g in rpc.graft {
+            self.handle_graft(from, g.topic, now);
+        }
+        for p in rpc.prune {
+            self.handle_prune(from, p, now);
+        }
+        for d in rpc.idontwant {
+            self.handle_idontwant(from, d);
+        }
+        for c in rpc.choke {
+            if let Some(l) = self
+                .topics
+                .get_mut(&c.topic)
+                .and_then(|t| t.mesh.get_mut(&from))
+            {
+                l.choked_by_peer = true;
+            }
+        }
+        for u in rpc.unchoke {
+            if let Some(l) = self
+                .topics
+                .get_mut(&u.topic)
+                .and_then(|t| t.mesh.get_mut(&from))
+            {
+                l.choked_by_peer = false;
+            }
+        }
+        self.flush(now);
+    }
+
+    fn handle_subscriptions(&mut self, from: PeerId, rpc: &wire::GossipRpc, now: Instant) {
+        let max = self.config.max_topics_per_peer;
+        let mut too_many = false;
+        if let Some(p) = self.peers.get_mut(&from) {
+            for t in &rpc.unsubscribe {
+                p.topics.remove(t);
+            }
+            for t in &rpc.subscribe {
+                if p.topics.len() >= max && !p.topics.contains(t) {
+                    too_many = true;
+                    break;
+                }
+                p.topics.insert(t.clone());
+            }
+        }
+        for t in &rpc.unsubscribe {
+            if let Some(topic) = self.topics.get_mut(t) {
+                topic.mesh.remove(&from);
+            }
+        }
+        if too_many {
+            self.penalize(from, "too many topics", 1.0);
+        }
+        // A new subscriber to a topic whose mesh is short: graft it now, not at the
+        // next heartbeat, so a network forms quickly.
+        for t in &rpc.subscribe {
+            let short = self
+                .topics
+                .get(t)
+                .is_some_and(|x| x.subscribed && x.mesh.len() < self.config.d_lo);
+            if short {
+                self.maintain_mesh(t, now);
+            }
+        }
+    }
+
+    fn handle_message(&mut self, from: PeerId, msg: wire::GossipMessage, now: Instant) {
+        if msg.data.len() > self.config.max_message_size {
+            return self.penalize(from, "oversized gossip message", 1.0);
+        }
+        let id = message::message_id(&msg);
+        let topic_name = msg.topic.clone();
+        if self.seen.contains(&id) {
+            if let Some(t) = self.topics.get_mut(&topic_name) {
+                t.metrics.duplicates += 1;
+                if let Some(l) = t.mesh.get_mut(&from) {
+                    l.dups += 1;
+                }
+            }
+            return;
+        }
+        // The signature is checked once per id: a copy that fails does not mark the id
+        // seen, so the genuine message still gets through.
+        let origin = match message::verify(&msg, self.config.sign) {
+            Ok(origin) => origin,
+            Err(_) => return self.penalize(from, "bad gossip signature", 1.0),
+        };
+        let Some(topic) = self.topics.get(&topic_name) else {
+            self.seen.insert(id, now);
+            return;
+        };
+        if !topic.subscribed {
+            self.seen.insert(id, now);
+            return;
+        }
+        let verdict = match &self.validator {
+            Some(v) => v(&topic_name, &msg.data),
+            None => Validation::Accept,
+        };
+        self.seen.insert(id, now);
+        match verdict {
+            Validation::Reject => {
+                if let Some(t) = self.topics.get_mut(&topic_name) {
+                    t.metrics.rejected += 1;
+                }
+                return self.penalize(from, "invalid gossip message", 1.0);
+            }
+            Validation::Ignore => return,
+            Validation::Accept => {}
+        }
+        let via_iwant = self.promises.remove(&id).is_some();
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.score.first_deliveries += 1.0;
+        }
+        let large = msg.data.len() >= self.config.idontwant_min_size;
+        let already_announced = self.incoming.contains(&id);
+        let Some(topic) = self.topics.get_mut(&topic_name) else {
+            return;
+        };
+        let mut unchoke = false;
+        if let Some(l) = topic.mesh.get_mut(&from) {
+            l.first += 1;
+            // A choked link that brought news first (through IWANT) is faster: use it.
+            if via_iwant && l.we_choked {
+                l.we_choked = false;
+                unchoke = true;
+            }
+        }
+        let m = &mut topic.metrics;
+        m.deliveries += 1;
+        m.hops[(msg.hops as usize).min(15)] += 1;
+        if m.first_sources.len() < 64 || m.first_sources.contains_key(&from) {
+            *m.first_sources.entry(from).or_default() += 1;
+        }
+        let mesh: Vec<(PeerId, bool)> = topic
+            .mesh
+            .iter()
+            .map(|(p, l)| (*p, l.choked_by_peer))
+            .collect();
+        if unchoke {
+            self.rpc(from).unchoke.push(wire::Unchoke {
+                topic: topic_name.clone(),
+            });
+        }
+        let mut forward = msg.clone();
+        forward.hops = msg.hops.saturating_add(1);
+        self.mcache.put(id, forward.clone());
+        for (p, choked) in mesh {
+            if p == from || origin == Some(p) {
+                continue;
+            }
+            let dontwant = self.peers.get(&p).is_some_and(|x| x.dontwant.contains(&id));
+            if dontwant {
+                continue;
+            }
+            if large && !already_announced {
+                self.rpc(p).idontwant.push(wire::IDontWant {
+                    ids: vec![id.to_vec()],
+                });
+            }
+            if choked {
+                self.rpc(p).ihave.push(wire::IHave {
+                    topic: topic_name.clone(),
+                    ids: vec![id.to_vec()],
+                });
+            } else {
+                self.rpc(p).publish.push(forward.clone());
+            }
+        }
+        self.outputs.push_back(GossipOutput::Deliver(GossipEvent {
+            topic: topic_name,
+            id,
+            origin,
+            from,
+            hops: msg.hops,
+            data: msg.data,
+        }));
+    }
+
+    fn handle_ihave(&mut self, from: PeerId, ihave: wire::IHave, now: Instant) {
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        p.ihaves += 1;
+        if p.ihaves > self.config.max_ihave_messages {
+            return;
+        }
+        if !self.topics.get(&ihave.topic).is_some_and(|t| t.subscribed) {
+            return;
+        }
+        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
+        let mut want = Vec::new();
+        for raw in ihave.ids.into_iter().take(self.config.max_ihave_length) {
+            let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
+                continue;
+            };
+            if self.seen.contains(&id)
+                || self.promises.contains_key(&id)
+                || self.incoming.contains(&id)
+            {
+                continue;
+            }
+            self.promises.insert(id, (from, deadline));
+            want.push(raw);
+        }
+        if !want.is_empty() {
+            self.rpc(from).iwant.push(wire::IWant { ids: want });
+        }
+    }
+
+    fn handle_iwant(&mut self, from: PeerId, iwant: wire::IWant) {
+        let max = self.config.max_iwant_replies;
+        let mut msgs = Vec::new();
+        for raw in iwant.ids.iter().take(self.config.max_ihave_length) {
+            let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
+                continue;
+            };
+            if let Some(m) = self.mcache.get_for_iwant(&id, max) {
+                msgs.push(m.clone());
+            }
+        }
+        self.rpc(from).publish.extend(msgs);
+    }
+
+    fn handle_graft(&mut self, from: PeerId, topic: String, now: Instant) {
+        let score = self.score(&from);
+        let d_hi = self.config.d_hi;
+        let Some(t) = self.topics.get_mut(&topic) else {
+            return self.prune(&topic, from, now);
+        };
+        let backing_off = t.backoff.get(&from).is_some_and(|until| *until > now);
+        if !t.subscribed || score < 0.0 || backing_off || t.mesh.len() >= d_hi {
+            if backing_off {
+                self.penalize(from, "graft during backoff", 0.25);
+            }
+            return self.prune(&topic, from, now);
+        }
+        t.mesh.entry(from).or_default();
+    }
+
+    fn handle_prune(&mut self, from: PeerId, prune: wire::Prune, now: Instant) {
+        let backoff = Duration::from_secs(prune.backoff_secs).max(self.config.prune_backoff);
+        let short = if let Some(t) = self.topics.get_mut(&prune.topic) {
+            t.mesh.remove(&from);
+            t.backoff
+                .insert(from, now + backoff.min(Duration::from_secs(3600)));
+            t.subscribed && t.mesh.len() < self.config.d_lo
+        } else {
+            false
+        };
+        if short && !prune.peers.is_empty() {
+            let records: Vec<PeerRecord> = prune
+                .peers
+                .into_iter()
+                .take(self.config.prune_peers)
+                .filter_map(|r| PeerRecord::verify(r).ok())
+                .filter(|r| !self.peers.contains_key(&r.id))
+                .collect();
+            if !records.is_empty() {
+                self.outputs.push_back(GossipOutput::Connect(records));
+            }
+        }
+    }
+
+    fn handle_idontwant(&mut self, from: PeerId, d: wire::IDontWant) {
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        for raw in d.ids.into_iter().take(self.config.max_ihave_length) {
+            let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
+                continue;
+            };
+            if p.dontwant.insert(id) {
+                p.dontwant_order.push_back(id);
+                if p.dontwant_order.len() > MAX_DONTWANT {
+                    if let Some(old) = p.dontwant_order.pop_front() {
+                        p.dontwant.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ heartbeat
+
+    /// When [`Router::heartbeat`] must run.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_heartbeat
+    }
+
+    /// Mesh maintenance, lazy gossip, choking, promises and score decay.
+    pub fn heartbeat(&mut self, now: Instant) {
+        if now < self.next_heartbeat {
+            return;
+        }
+        self.next_heartbeat = now + self.config.heartbeat;
+        self.heartbeats += 1;
+        // Broken promises.
+        let broken: Vec<(MessageId, PeerId)> = self
+            .promises
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(id, (p, _))| (*id, *p))
+            .collect();
+        for (id, p) in broken {
+            self.promises.remove(&id);
+            if let Some(peer) = self.peers.get_mut(&p) {
+                peer.score.broken_promises += 1.0;
+            }
+        }
+        // Scores: decay, colocation.
+        let mut per_subnet: HashMap<[u8; 6], usize> = HashMap::new();
+        for p in self.peers.values() {
+            *per_subnet.entry(p.subnet).or_default() += 1;
+        }
+        for p in self.peers.values_mut() {
+            p.score.decay(&self.weights);
+            p.score.colocated = per_subnet.get(&p.subnet).copied().unwrap_or(0);
+            p.ihaves = 0;
+        }
+        let topics: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.subscribed)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let choke_round = self.heartbeats % u64::from(self.config.choke_window.max(1)) == 0;
+        for topic in topics {
+            self.maintain_mesh(&topic, now);
+            if choke_round {
+                self.choke_round(&topic);
+            }
+            self.emit_gossip(&topic);
+        }
+        for t in self.topics.values_mut() {
+            t.backoff.retain(|_, until| *until > now);
+        }
+        self.mcache.shift();
+        self.flush(now);
+    }
+
+    fn maintain_mesh(&mut self, topic: &str, now: Instant) {
+        let (d, d_lo, d_hi) = (self.config.d, self.config.d_lo, self.config.d_hi);
+        let scores: HashMap<PeerId, f64> = self.peers.keys().map(|p| (*p, self.score(p))).collect();
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        // Peers with a negative score leave the mesh.
+        let bad: Vec<PeerId> = t
+            .mesh
+            .keys()
+            .filter(|p| scores.get(p).copied().unwrap_or(0.0) < 0.0)
+            .copied()
+            .collect();
+        for p in &bad {
+            t.mesh.remove(p);
+        }
+        let mut grafts = Vec::new();
+        if t.mesh.len() < d_lo {
+            let mut candidates: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(id, p)| {
+                    p.topics.contains(topic)
+                        && !t.mesh.contains_key(id)
+                        && t.backoff.get(id).is_none_or(|u| *u <= now)
+                        && scores.get(id).copied().unwrap_or(0.0) >= 0.0
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            candidates.sort();
+            self.rng.shuffle(&mut candidates);
+            for p in candidates.into_iter().take(d - t.mesh.len()) {
+                t.mesh.insert(p, Link::default());
+                grafts.push(p);
+            }
+        }
+        let mut prunes = bad;
+        if t.mesh.len() > d_hi {
+            let mut members: Vec<PeerId> = t.mesh.keys().copied().collect();
+            members.sort();
+            self.rng.shuffle(&mut members);
+            for p in members.into_iter().take(t.mesh.len() - d) {
+                t.mesh.remove(&p);
+                prunes.push(p);
+            }
+        }
+        for p in grafts {
+            self.rpc(p).graft.push(wire::Graft {
+                topic: topic.to_string(),
+            });
+        }
+        for p in prunes {
+            self.prune(topic, p, now);
+        }
+    }
+
+    /// Chokes mesh links that mostly brought duplicates in the last window. The
+    /// `d_eager_min` links that delivered first most often always stay eager.
+    fn choke_round(&mut self, topic: &str) {
+        let (keep, dups) = (self.config.d_eager_min, self.config.choke_duplicates);
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let mut ranked: Vec<(PeerId, u32, u32, bool)> = t
+            .mesh
+            .iter()
+            .map(|(p, l)| (*p, l.first, l.dups, l.we_choked))
+            .collect();
+        // Most first deliveries first; ties: fewer duplicates, then id (deterministic).
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+        let mut chokes = Vec::new();
+        let mut unchokes = Vec::new();
+        for (rank, (p, first, dup, choked)) in ranked.into_iter().enumerate() {
+            let Some(l) = t.mesh.get_mut(&p) else {
+                continue;
+            };
+            if rank < keep {
+                if choked {
+                    l.we_choked = false;
+                    unchokes.push(p);
+                }
+            } else if !choked && dup >= dups && first * 3 < dup {
+                l.we_choked = true;
+                chokes.push(p);
+            }
+            l.first = 0;
+            l.dups = 0;
+        }
+        for p in chokes {
+            self.rpc(p).choke.push(wire::Choke {
+                topic: topic.to_string(),
+            });
+        }
+        for p in unchokes {
+            self.rpc(p).unchoke.push(wire::Unchoke {
+                topic: topic.to_string(),
+            });
+        }
+    }
+
+    fn emit_gossip(&mut self, topic: &str) {
+        let ids = self.mcache.gossip_ids(topic);
+        if ids.is_empty() {
+            return;
+        }
+        let threshold = self.config.gossip_threshold;
+        let Some(t) = self.topics.get(topic) else {
+            return;
+        };
+        let mut targets: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                p.topics.contains(topic)
+                    && !t.mesh.contains_key(id)
+                    && p.score.value(&self.weights) >= threshold
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        targets.sort();
+        self.rng.shuffle(&mut targets);
+        let ids: Vec<Vec<u8>> = ids
+            .into_iter()
+            .take(self.config.max_ihave_length)
+            .map(|i| i.to_vec())
+            .collect();
+        for p in targets.into_iter().take(self.config.d_lazy) {
+            self.rpc(p).ihave.push(wire::IHave {
+                topic: topic.to_string(),
+                ids: ids.clone(),
+            });
+        }
+    }
+
+    fn prune(&mut self, topic: &str, peer: PeerId, now: Instant) {
+        let backoff = self.config.prune_backoff;
+        if let Some(t) = self.topics.get_mut(topic) {
+            t.mesh.remove(&peer);
+            t.backoff.insert(peer, now + backoff);
+        }
+        let mut px: Vec<wire::PeerRecord> = self
+            .px
+            .iter()
+            .filter(|r| r.id != peer)
+            .map(PeerRecord::to_wire)
+            .collect();
+        self.rng.shuffle(&mut px);
+        px.truncate(self.config.prune_peers);
+        self.rpc(peer).prune.push(wire::Prune {
+            topic: topic.to_string(),
+            peers: px,
+            backoff_secs: backoff.as_secs(),
+        });
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    fn penalize(&mut self, peer: PeerId, reason: &'static str, weight: f64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.score.invalid += weight;
+        }
+        self.outputs
+            .push_back(GossipOutput::Penalize { peer, reason });
+    }
+
+    fn rpc(&mut self, peer: PeerId) -> &mut wire::GossipRpc {
+        self.pending.entry(peer).or_default()
+    }
+
+    /// Encodes what was queued per peer into one RPC each.
+    fn flush(&mut self, now: Instant) {
+        let deadline = now + self.config.forward_deadline;
+        let mut pending: Vec<(PeerId, wire::GossipRpc)> = self.pending.drain().collect();
+        pending.sort_by_key(|(p, _)| *p);
+        for (peer, rpc) in pending {
+            if self.peers.contains_key(&peer) {
+                self.outputs.push_back(GossipOutput::Send {
+                    peer,
+                    bytes: rpc.encode_to_vec(),
+                    deadline,
+                });
+            }
+        }
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<GossipOutput> {
+        self.outputs.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,315 @@
+//! The router over a simulated network of in-memory nodes.
+
+use std::collections::VecDeque;
+
+use super::*;
+
+struct Net {
+    routers: Vec<Router>,
+    ids: Vec<PeerId>,
+    index: HashMap<PeerId, usize>,
+    now: Instant,
+    delivered: Vec<Vec<GossipEvent>>,
+    penalties: Vec<(usize, PeerId, &'static str)>,
+    links: HashSet<(usize, usize)>,
+    down: HashSet<usize>,
+}
+
+fn key(i: usize) -> Arc<Keypair> {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    Arc::new(Keypair::from_seed(seed))
+}
+
+impl Net {
+    fn new(n: usize, degree: usize, config: GossipConfig, validator: Option<Validator>) -> Net {
+        let now = Instant::now();
+        let keys: Vec<_> = (0..n).map(key).collect();
+        let ids: Vec<PeerId> = keys.iter().map(|k| k.peer_id()).collect();
+        let routers = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                Router::new(
+                    config.clone(),
+                    Some(k.clone()),
+                    validator.clone(),
+                    Rng::new(i as u64),
+                    now,
+                )
+            })
+            .collect();
+        let mut net = Net {
+            routers,
+            index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
+            ids,
+            now,
+            delivered: vec![Vec::new(); n],
+            penalties: Vec::new(),
+            links: HashSet::new(),
+            down: HashSet::new(),
+        };
+        let mut rng = Rng::new(99);
+        for i in 0..n {
+            let mut added = 0;
+            while added < degree {
+                let j = rng.below(n as u64) as usize;
+                if j != i && net.links.insert((i.min(j), i.max(j))) {
+                    added += 1;
+                }
+            }
+        }
+        for &(a, b) in &net.links.clone() {
+            net.connect(a, b);
+        }
+        net
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        let now = self.now;
+        let ip = |i: usize| IpAddr::from([10, (i / 250) as u8, (i % 250) as u8, 1]);
+        self.routers[a].add_peer(self.ids[b], ip(b), now);
+        self.routers[b].add_peer(self.ids[a], ip(a), now);
+    }
+
+    fn run(&mut self) {
+        let mut queue: VecDeque<(usize, usize, Vec<u8>)> = VecDeque::new();
+        loop {
+            for i in 0..self.routers.len() {
+                while let Some(out) = self.routers[i].poll_output() {
+                    match out {
+                        GossipOutput::Send { peer, bytes, .. } => {
+                            let j = self.index[&peer];
+                            if !self.down.contains(&j) && !self.down.contains(&i) {
+                                queue.push_back((i, j, bytes));
+                            }
+                        }
+                        GossipOutput::Deliver(ev) => self.delivered[i].push(ev),
+                        GossipOutput::Penalize { peer, reason } => {
+                            self.penalties.push((i, peer, reason))
+                        }
+                        GossipOutput::Connect(_) => {}
+                    }
+                }
+            }
+            let Some((from, to, bytes)) = queue.pop_front() else {
+                return;
+            };
+            let id = self.ids[from];
+            self.routers[to].handle_rpc(id, &bytes, self.now);
+        }
+    }
+
+    fn heartbeats(&mut self, n: usize) {
+        for _ in 0..n {
+            self.now += Duration::from_millis(200);
+            for i in 0..self.routers.len() {
+                if !self.down.contains(&i) {
+                    self.routers[i].heartbeat(self.now);
+                }
+            }
+            self.run();
+        }
+    }
+
+    fn subscribe_all(&mut self, topic: &str) {
+        for i in 0..self.routers.len() {
+            self.routers[i].subscribe(topic, self.now);
+        }
+        self.run();
+        self.heartbeats(5);
+    }
+}
+
+#[test]
+fn every_subscriber_gets_every_message_exactly_once_and_meshes_stay_in_bounds() {
+    let mut net = Net::new(64, 5, GossipConfig::default(), None);
+    net.subscribe_all("blocks");
+    for i in 0..64 {
+        let m = net.routers[i].mesh("blocks").len();
+        assert!(
+            (6..=12).contains(&m) || m == net.routers[i].peers.len(),
+            "node {i} mesh {m}"
+        );
+    }
+    for k in 0..50u32 {
+        let origin = (k as usize * 7) % 64;
+        let now = net.now;
+        net.routers[origin]
+            .publish("blocks", k.to_le_bytes().to_vec(), now)
+            .unwrap();
+        net.run();
+        if k % 5 == 0 {
+            net.heartbeats(1);
+        }
+    }
+    net.heartbeats(3);
+    for (i, got) in net.delivered.iter().enumerate() {
+        let mut ids: Vec<MessageId> = got.iter().map(|e| e.id).collect();
+        let published_here = (0..50).filter(|k| (k * 7) % 64 == i).count();
+        assert_eq!(ids.len(), 50 - published_here, "node {i} deliveries");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 50 - published_here, "node {i} got a duplicate");
+    }
+    assert!(net.penalties.is_empty(), "{:?}", net.penalties.first());
+}
+
+/// Duplicates received over 160 messages, and deliveries, on one topology.
+fn duplicates_with(config: GossipConfig) -> (u64, usize) {
+    let mut net = Net::new(64, 5, config, None);
+    net.subscribe_all("votes");
+    for k in 0..160u32 {
+        let origin = (k as usize * 13) % 64;
+        let now = net.now;
+        net.routers[origin]
+            .publish("votes", k.to_le_bytes().to_vec(), now)
+            .unwrap();
+        net.run();
+        net.heartbeats(1);
+    }
+    net.heartbeats(5);
+    let dups = net
+        .routers
+        .iter()
+        .map(|r| r.metrics()["votes"].duplicates)
+        .sum();
+    let delivered = net.delivered.iter().map(|d| d.len()).sum();
+    (dups, delivered)
+}
+
+#[test]
+fn choking_cuts_duplicates_without_losing_messages() {
+    let eager_only = GossipConfig {
+        d_eager_min: usize::MAX,
+        ..GossipConfig::default()
+    };
+    let (eager_dups, eager_delivered) = duplicates_with(eager_only);
+    let (dups, delivered) = duplicates_with(GossipConfig::default());
+    assert_eq!(
+        (eager_delivered, delivered),
+        (160 * 63, 160 * 63),
+        "a message was lost"
+    );
+    assert!(
+        dups * 2 < eager_dups,
+        "choking: {dups} duplicates, eager push: {eager_dups}"
+    );
+}
+
+#[test]
+fn invalid_messages_are_not_forwarded_and_their_sender_is_penalized() {
+    let validator: Validator = Arc::new(|_, data| {
+        if data.starts_with(b"bad") {
+            Validation::Reject
+        } else {
+            Validation::Accept
+        }
+    });
+    let mut net = Net::new(20, 4, GossipConfig::default(), Some(validator));
+    net.subscribe_all("tx");
+    let now = net.now;
+    net.routers[3]
+        .publish("tx", b"bad tx".to_vec(), now)
+        .unwrap();
+    net.run();
+    // Nobody delivered it, and only the origin's direct peers saw it.
+    assert!(net.delivered.iter().all(|d| d.is_empty()));
+    let origin = net.ids[3];
+    let penalized: HashSet<usize> = net
+        .penalties
+        .iter()
+        .filter(|(_, p, _)| *p == origin)
+        .map(|(i, _, _)| *i)
+        .collect();
+    let neighbours: HashSet<usize> = net
+        .links
+        .iter()
+        .filter_map(|&(a, b)| {
+            if a == 3 {
+                Some(b)
+            } else if b == 3 {
+                Some(a)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(penalized, neighbours);
+    for i in &neighbours {
+        assert!(net.routers[*i].score(&origin) < 0.0);
+    }
+    // A good message still flows.
+    let now = net.now;
+    net.routers[5]
+        .publish("tx", b"good tx".to_vec(), now)
+        .unwrap();
+    net.run();
+    assert_eq!(net.delivered.iter().map(|d| d.len()).sum::<usize>(), 19);
+}
+
+#[test]
+fn forged_signatures_are_dropped_without_poisoning_the_id() {
+    let mut net = Net::new(10, 3, GossipConfig::default(), None);
+    net.subscribe_all("t");
+    let genuine = message::build(Some(&key(4)), "t", 1, b"real".to_vec());
+    let mut forged = genuine.clone();
+    forged.data = b"fake".to_vec();
+    forged.hops = 1;
+    let rpc = wire::GossipRpc {
+        publish: vec![forged],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let liar = net.ids[1];
+    let now = net.now;
+    net.routers[0].handle_rpc(liar, &rpc, now);
+    net.run();
+    assert!(net.delivered[0].is_empty());
+    assert!(net
+        .penalties
+        .iter()
+        .any(|(i, p, r)| *i == 0 && *p == liar && *r == "bad gossip signature"));
+    // The genuine message with the same id still gets through.
+    let rpc = wire::GossipRpc {
+        publish: vec![genuine],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let from = net.ids[2];
+    net.routers[0].handle_rpc(from, &rpc, now);
+    assert_eq!(
+        net.delivered[0].len(),
+        0,
+        "0 is not connected to 2 unless linked"
+    );
+}
+
+#[test]
+fn messages_reach_every_live_node_after_a_quarter_dies() {
+    let mut net = Net::new(64, 5, GossipConfig::default(), None);
+    net.subscribe_all("blocks");
+    for i in (0..64).step_by(4) {
+        net.down.insert(i);
+        for j in 0..64 {
+            let id = net.ids[i];
+            net.routers[j].remove_peer(&id);
+        }
+    }
+    net.heartbeats(3);
+    for k in 0..20u32 {
+        let origin = 1 + (k as usize * 4) % 60;
+        let now = net.now;
+        net.routers[origin]
+            .publish("blocks", k.to_le_bytes().to_vec(), now)
+            .unwrap();
+        net.run();
+        net.heartbeats(1);
+    }
+    net.heartbeats(5);
+    for i in (0..64).filter(|i| !net.down.contains(i)) {
+        let from_others = (0..20).filter(|k| 1 + (k * 4) % 60 != i).count();
+        let got: HashSet<MessageId> = net.delivered[i].iter().map(|e| e.id).collect();
+        assert_eq!(got.len(), from_others, "node {i}");
+    }
+}
