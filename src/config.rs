@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::gossip::GossipConfig;
 use crate::identity::PeerId;
 use crate::kad::KadConfig;
 use crate::mux::{ChannelConfig, MuxConfig};
@@ -91,9 +92,9 @@ impl Default for SocketOptions {
 }
 
 /// Default `SO_RCVBUF`.
-pub const DEFAULT_RECV_BUFFER: usize = 256 * 1024;
+pub const DEFAULT_RECV_BUFFER: usize = 64 * 1024;
 /// Default `TCP_NOTSENT_LOWAT`.
-pub const DEFAULT_NOTSENT_LOWAT: u32 = 64 * 1024;
+pub const DEFAULT_NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// A peer to keep connected to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +134,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<SocketAddr>,
     /// The Kademlia DHT (`None` turns it off).
     pub kad: Option<KadConfig>,
+    /// Gossip broadcast (`None` turns it off).
+    pub gossip: Option<GossipConfig>,
     /// Keep the outbound slots filled with peers from the DHT's table.
     pub fill_outbound: bool,
     /// A lookup-only connection closes after this long without DHT traffic.
@@ -162,6 +165,7 @@ impl NodeConfig {
             persistent_peers: Vec::new(),
             bootstrap: Vec::new(),
             kad: Some(KadConfig::default()),
+            gossip: Some(GossipConfig::default()),
             fill_outbound: true,
             lookup_idle: Duration::from_secs(5),
             max_lookup_conns: 64,

@@ -20,8 +20,6 @@ use crate::secure::{CipherSuite, FrameOpener, FrameSealer, Handshake, HandshakeC
 
 /// How long a closed connection waits for the peer's Close before dropping.
 pub const LINGER: Duration = Duration::from_secs(2);
-/// Frames sealed per [`Connection::poll_transmit`] call, at most.
-const FRAMES_PER_TRANSMIT: usize = 4;
 
 /// Who opened the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +39,13 @@ pub enum ConnEvent {
         remote: PeerId,
         /// What it said about itself.
         info: NodeInfo,
+    },
+    /// The first fragment of a large message (channels that announce them).
+    FirstFragment {
+        /// Its channel.
+        channel: ChannelId,
+        /// A prefix of the message.
+        data: Vec<u8>,
     },
     /// A whole message; call [`Connection::release`] once the application took it.
     Message {
@@ -282,6 +287,9 @@ impl Connection {
                 MuxEvent::Message { channel, data } => {
                     self.events.push_back(ConnEvent::Message { channel, data })
                 }
+                MuxEvent::FirstFragment { channel, data } => self
+                    .events
+                    .push_back(ConnEvent::FirstFragment { channel, data }),
                 MuxEvent::RemoteClose(reason) => {
                     // Answer with our own Close; what was queued for the peer stays
                     // available through take_unsent.
@@ -437,7 +445,7 @@ impl Connection {
             return;
         };
         let max = open.sealer.max_plaintext();
-        for _ in 0..FRAMES_PER_TRANSMIT {
+        for _ in 0..open.mux.batch_frames(now) {
             if !open.mux.wants_to_send(now) {
                 break;
             }

@@ -29,6 +29,8 @@ pub struct ChannelConfig {
     /// Bytes the peer may have in flight to us on this channel before the application
     /// takes them (receive credit). At least `max_message_size`.
     pub recv_window: usize,
+    /// Report the first fragment of a multi-fragment message as soon as it arrives.
+    pub announce_first_fragment: bool,
 }
 
 impl ChannelConfig {
@@ -41,7 +43,15 @@ impl ChannelConfig {
             send_queue_capacity: 1024,
             max_message_size: 4 << 20,
             recv_window: 8 << 20,
+            announce_first_fragment: false,
         }
+    }
+
+    /// Reports first fragments of multi-fragment messages early (see
+    /// [`crate::mux::MuxEvent::FirstFragment`]).
+    pub fn announce_first_fragment(mut self, on: bool) -> Self {
+        self.announce_first_fragment = on;
+        self
     }
 
     /// Sets the priority weight.

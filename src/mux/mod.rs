@@ -30,6 +30,10 @@ pub use send::{ChannelCounters, SendOptions};
 const DECAY_FACTOR: f64 = 0.8;
 /// ... every this often.
 const DECAY_PERIOD: Duration = Duration::from_millis(100);
+/// Channels that sent within this window count as concurrently active.
+const MIXED_WINDOW: Duration = Duration::from_millis(100);
+/// Frames sealed ahead when one stream has the link to itself.
+const MAX_BATCH_FRAMES: usize = 4;
 /// Room kept in a frame for a packet's framing around its payload.
 const PACKET_ROOM: usize = packet::MSG_OVERHEAD_MAX + 3;
 
@@ -41,6 +45,13 @@ pub enum MuxEvent {
         /// Its channel.
         channel: ChannelId,
         /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// The first fragment of a message that has more, on a channel that asked for it.
+    FirstFragment {
+        /// Its channel.
+        channel: ChannelId,
+        /// The fragment's bytes (a prefix of the message).
         data: Vec<u8>,
     },
     /// The peer closed with this raw `CloseReason`.
@@ -227,6 +238,11 @@ impl Mux {
                     let i = self
                         .index(channel)
                         .ok_or(MuxError::UnknownChannel(channel))?;
+                    if total_len > 0 && self.recv[i].announce_first {
+                        let data = data[..data.len().min(256)].to_vec();
+                        self.events
+                            .push_back(MuxEvent::FirstFragment { channel, data });
+                    }
                     if let Some(msg) = self.recv[i].on_fragment(eof, data, total_len)? {
                         let counters = &mut self.send[i].counters;
                         counters.recv_msgs += 1;
@@ -372,9 +388,29 @@ impl Mux {
             if self.send[pick].write_fragment(out, limit).is_none() {
                 return;
             }
+            self.send[pick].last_sent = Some(now);
             if let Some(b) = &mut self.send_bucket {
                 b.spend(out.len() - before);
             }
+        }
+    }
+
+    /// How many frames to seal ahead of the socket. A lone stream gets deep batches
+    /// (fewer syscalls); when several channels carry data, one frame at a time, so a
+    /// message of a busier priority never waits behind our own backlog.
+    pub fn batch_frames(&self, now: Instant) -> usize {
+        let active = self
+            .send
+            .iter()
+            .filter(|c| {
+                c.last_sent
+                    .is_some_and(|t| now.saturating_duration_since(t) < MIXED_WINDOW)
+            })
+            .count();
+        if active >= 2 {
+            1
+        } else {
+            MAX_BATCH_FRAMES
         }
     }
 

@@ -5,6 +5,7 @@ use crate::mux::config::ChannelConfig;
 
 pub(crate) struct RecvChannel {
     id: u32,
+    pub(crate) announce_first: bool,
     max_message_size: usize,
     window: u64,
     partial: Vec<u8>,
@@ -23,6 +24,7 @@ impl RecvChannel {
         let window = config.recv_window.max(config.max_message_size).max(1) as u64;
         RecvChannel {
             id: config.id,
+            announce_first: config.announce_first_fragment,
             max_message_size: config.max_message_size,
             window,
             partial: Vec::new(),

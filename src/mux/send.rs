@@ -50,6 +50,8 @@ pub(crate) struct SendChannel {
     pub(crate) recent: f64,
     /// Messages that left the queue (sent, expired or replaced) since last taken.
     pub(crate) dequeued: u32,
+    /// When this channel last sent data.
+    pub(crate) last_sent: Option<std::time::Instant>,
     pub(crate) counters: ChannelCounters,
 }
 
@@ -61,6 +63,7 @@ impl SendChannel {
             credit: 0,
             recent: 0.0,
             dequeued: 0,
+            last_sent: None,
             counters: ChannelCounters::default(),
         }
     }

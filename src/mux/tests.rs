@@ -421,6 +421,7 @@ fn graceful_close_flushes_queued_messages_then_closes() {
                     assert_eq!(r, 1);
                     closed = true;
                 }
+                MuxEvent::FirstFragment { .. } => {}
             }
         }
     }

@@ -12,6 +12,7 @@ use ring::rand::SystemRandom;
 use crate::config::{NodeConfig, PersistentPeer};
 use crate::conn::{ConnEvent, Connection, Direction};
 use crate::error::{DisconnectReason, LocalClose, SendError};
+use crate::gossip::{GossipOutput, Router, Validator, GOSSIP_CHANNEL};
 use crate::identity::{Keypair, PeerId};
 use crate::kad::key::Key;
 use crate::kad::table::subnet;
@@ -102,6 +103,7 @@ pub(crate) struct NodeCore {
     user_lookups: std::collections::HashSet<u64>,
     next_fill: Instant,
     next_bootstrap: Instant,
+    router: Option<Router>,
 }
 
 impl NodeCore {
@@ -111,6 +113,7 @@ impl NodeCore {
         key: Arc<Keypair>,
         shared: Arc<NodeShared>,
         delivery: Delivery,
+        validator: Option<Validator>,
         now: Instant,
     ) -> Self {
         let mut rng = Rng::new(config.seed ^ u64::from_le_bytes(first8(key.peer_id())));
@@ -129,6 +132,10 @@ impl NodeCore {
             .kad
             .clone()
             .map(|kc| Kademlia::new(&key, &handshake.node_info.listen_addrs, kc, rng.fork(), now));
+        let router = config
+            .gossip
+            .clone()
+            .map(|gc| Router::new(gc, Some(key.clone()), validator, rng.fork(), now));
         let mut lookup_hs = (*handshake).clone();
         lookup_hs.node_info.lookup_only = true;
         NodeCore {
@@ -157,6 +164,7 @@ impl NodeCore {
             user_lookups: Default::default(),
             next_fill: now,
             next_bootstrap: now,
+            router,
         }
     }
 
@@ -396,6 +404,28 @@ impl NodeCore {
                 ConnEvent::Established { remote, info } => {
                     self.on_established(id, remote, info, now)
                 }
+                ConnEvent::FirstFragment {
+                    channel: GOSSIP_CHANNEL,
+                    data,
+                } => {
+                    if let (Some(peer), Some(r)) = (entry.conn.remote(), &mut self.router) {
+                        r.handle_first_fragment(peer, &data, now);
+                        self.drain_gossip(now);
+                    }
+                }
+                ConnEvent::FirstFragment { .. } => {}
+                ConnEvent::Message {
+                    channel: GOSSIP_CHANNEL,
+                    data,
+                } => {
+                    let peer = entry.conn.remote();
+                    entry.conn.release(GOSSIP_CHANNEL, data.len());
+                    self.touched.push(id);
+                    if let (Some(peer), Some(r)) = (peer, &mut self.router) {
+                        r.handle_rpc(peer, &data, now);
+                    }
+                    self.drain_gossip(now);
+                }
                 ConnEvent::Message {
                     channel: KAD_CHANNEL,
                     data,
@@ -475,7 +505,7 @@ impl NodeCore {
         }
         let channels = info.channels;
         let Some(&existing) = self.peers.get(&remote) else {
-            self.announce(id, remote, channels);
+            self.announce(id, remote, channels, now);
             if let Some(kad) = &mut self.kad {
                 kad.on_connected(remote, info.listen_addrs, now);
             }
@@ -522,7 +552,7 @@ impl NodeCore {
         }
     }
 
-    fn announce(&mut self, id: ConnId, remote: PeerId, channels: Vec<ChannelId>) {
+    fn announce(&mut self, id: ConnId, remote: PeerId, channels: Vec<ChannelId>, now: Instant) {
         let entry = self.conns.get_mut(&id).expect("established conn exists");
         entry.announced = true;
         let (addr, direction) = (entry.addr, entry.conn.direction());
@@ -530,6 +560,9 @@ impl NodeCore {
             self.manager.persistent_connected(addr, remote);
         }
         self.peers.insert(remote, id);
+        if let Some(r) = &mut self.router {
+            r.add_peer(remote, addr.ip(), now);
+        }
         self.shared.peers.write().insert(
             remote,
             SharedPeer {
@@ -610,6 +643,9 @@ impl NodeCore {
             // Messages still queued are lost with the peer; free their counts.
             let unsent = entry.conn.take_unsent();
             self.peers.remove(&peer);
+            if let Some(r) = &mut self.router {
+                r.remove_peer(&peer);
+            }
             if let Some(p) = self.shared.peers.write().remove(&peer) {
                 for (channel, _, _) in &unsent {
                     self.shared.dequeued(&p.queued, *channel, 1);
@@ -667,6 +703,42 @@ impl NodeCore {
             }
             Command::Metrics(reply) => {
                 let _ = reply.try_send(self.metrics());
+            }
+            Command::Subscribe(topic) => {
+                if let Some(r) = &mut self.router {
+                    r.subscribe(&topic, now);
+                }
+                self.drain_gossip(now);
+            }
+            Command::Unsubscribe(topic) => {
+                if let Some(r) = &mut self.router {
+                    r.unsubscribe(&topic, now);
+                }
+                self.drain_gossip(now);
+            }
+            Command::Publish(msg) => {
+                if let Some(r) = &mut self.router {
+                    if r.publish_message(*msg, now).is_err() {
+                        Metrics::count(&mut self.metrics.drops, "publish_no_peers");
+                    }
+                }
+                self.drain_gossip(now);
+            }
+            Command::GossipMetrics(reply) => {
+                let m = self
+                    .router
+                    .as_ref()
+                    .map(Router::metrics)
+                    .unwrap_or_default();
+                let _ = reply.try_send(m);
+            }
+            Command::MeshPeers(topic, reply) => {
+                let m = self
+                    .router
+                    .as_ref()
+                    .map(|r| r.mesh(&topic))
+                    .unwrap_or_default();
+                let _ = reply.try_send(m);
             }
             Command::FindNode(key, reply) => {
                 self.user_lookup(key, LookupKind::FindNode, reply, now)
@@ -737,6 +809,7 @@ impl NodeCore {
             self.delivery.is_blocked().then(|| now + DELIVERY_RETRY),
             self.manager.next_dial(),
             self.kad.as_ref().and_then(|k| k.poll_timeout()),
+            self.router.as_ref().map(Router::poll_timeout),
             self.kad
                 .as_ref()
                 .filter(|_| self.config.fill_outbound)
@@ -769,6 +842,19 @@ impl NodeCore {
         if let Some(kad) = &mut self.kad {
             kad.handle_timeout(now);
         }
+        if let Some(r) = &mut self.router {
+            if now >= r.poll_timeout() {
+                // Peer exchange offers a few records from the DHT table.
+                if let Some(kad) = &self.kad {
+                    let mut px: Vec<_> = kad.table().records().take(64).cloned().collect();
+                    self.rng.shuffle(&mut px);
+                    px.truncate(16);
+                    r.set_peer_exchange(px);
+                }
+                r.heartbeat(now);
+            }
+        }
+        self.drain_gossip(now);
         self.close_idle_lookup_conns(now);
         let table_empty = self.kad.as_ref().is_some_and(|k| k.table().is_empty());
         if table_empty && !self.config.bootstrap.is_empty() && now >= self.next_bootstrap {
@@ -860,6 +946,58 @@ impl NodeCore {
             }
         }
         self.drain_kad(now);
+    }
+
+    /// Carries out what the gossip router asked for.
+    fn drain_gossip(&mut self, now: Instant) {
+        let Some(router) = &mut self.router else {
+            return;
+        };
+        let outputs: Vec<GossipOutput> = std::iter::from_fn(|| router.poll_output()).collect();
+        for out in outputs {
+            match out {
+                GossipOutput::Send {
+                    peer,
+                    bytes,
+                    deadline,
+                } => {
+                    let Some(&id) = self.peers.get(&peer) else {
+                        continue;
+                    };
+                    let Some(e) = self.conns.get_mut(&id) else {
+                        continue;
+                    };
+                    let opts = SendOptions {
+                        deadline: Some(deadline),
+                        replace_key: None,
+                    };
+                    if e.conn.send(GOSSIP_CHANNEL, Arc::new(bytes), opts).is_err() {
+                        Metrics::count(&mut self.metrics.drops, "gossip_queue_full");
+                    }
+                    self.touched.push(id);
+                }
+                GossipOutput::Deliver(ev) => self.delivery_push(Event::Gossip(ev), None),
+                GossipOutput::Penalize { peer, reason } => {
+                    log::debug!("peer {} misbehaved in gossip: {reason}", peer.short());
+                    let penalty = -self.config.limits.violation_penalty / 5.0;
+                    if self.manager.adjust(peer, penalty, now) {
+                        self.metrics.bans += 1;
+                        if let Some(&id) = self.peers.get(&peer) {
+                            self.close_conn(id, LocalClose::Banned, false, now);
+                        }
+                    }
+                }
+                GossipOutput::Connect(records) => {
+                    let (_, outbound) = self.manager.slots();
+                    let free = self.config.limits.max_outbound.saturating_sub(outbound);
+                    for r in records.into_iter().take(free.min(2)) {
+                        if let Some(addr) = r.addrs.first() {
+                            self.dial(*addr, Some(r.id), false, now);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Carries out what the DHT asked for: messages, penalties, finished lookups.

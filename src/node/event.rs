@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use crate::conn::Direction;
 use crate::error::DisconnectReason;
+use crate::gossip::GossipEvent;
 use crate::identity::PeerId;
 use crate::kad::LookupResult;
 use crate::mux::ChannelId;
@@ -36,6 +37,8 @@ pub enum Event {
     },
     /// A DHT lookup asked for with `find_node`, `find_providers` or `provide` finished.
     Lookup(LookupResult),
+    /// A gossip message arrived on a subscribed topic (once per message).
+    Gossip(GossipEvent),
     /// A message arrived.
     Message {
         /// From whom.

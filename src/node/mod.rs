@@ -19,6 +19,7 @@ use crate::config::{NodeConfig, PeerLimits, PersistentPeer};
 use crate::conn::Direction;
 use crate::driver::{socket, LoopCommand, Runtime, RuntimeShared};
 use crate::error::{IdentityError, SendError};
+use crate::gossip::{message, GossipConfig, MessageId, TopicMetrics, Validator, GOSSIP_CHANNEL};
 use crate::identity::{Keypair, PeerId};
 use crate::kad::key::Key;
 use crate::kad::record::PeerRecord;
@@ -61,11 +62,19 @@ impl From<std::io::Error> for StartError {
 }
 
 /// Builds and starts a node. Every setting has a default (see [`crate::config`]).
-#[derive(Debug)]
 pub struct NodeBuilder {
     config: NodeConfig,
     key: Option<Arc<Keypair>>,
     dedicated: HashMap<ChannelId, usize>,
+    validator: Option<Validator>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeBuilder {
@@ -75,6 +84,7 @@ impl NodeBuilder {
             config: NodeConfig::new(network_id),
             key: None,
             dedicated: HashMap::new(),
+            validator: None,
         }
     }
 
@@ -157,6 +167,22 @@ impl NodeBuilder {
         self
     }
 
+    /// Sets gossip's settings, or turns it off with `None`.
+    pub fn gossip(mut self, gossip: Option<GossipConfig>) -> Self {
+        self.config.gossip = gossip;
+        self
+    }
+
+    /// Checks every gossip message before it is delivered or forwarded. Runs on the
+    /// loop thread: keep it quick.
+    pub fn gossip_validator(
+        mut self,
+        validator: impl Fn(&str, &[u8]) -> crate::gossip::Validation + Send + Sync + 'static,
+    ) -> Self {
+        self.validator = Some(Arc::new(validator));
+        self
+    }
+
     /// Sets the DHT's settings, or turns it off with `None`.
     pub fn kad(mut self, kad: Option<KadConfig>) -> Self {
         self.config.kad = kad;
@@ -180,6 +206,7 @@ impl NodeBuilder {
             mut config,
             key,
             dedicated,
+            validator,
         } = self;
         if config.mux.channels.is_empty() {
             return Err(StartError::Config(
@@ -197,6 +224,19 @@ impl NodeBuilder {
             Some(k) => k,
             None => Arc::new(Keypair::generate().map_err(StartError::Identity)?),
         };
+        if let Some(g) = &config.gossip {
+            if config.channel(GOSSIP_CHANNEL).is_none() {
+                let max = g.max_message_size + 4096;
+                config.mux.channels.push(
+                    ChannelConfig::new(GOSSIP_CHANNEL)
+                        .priority(2)
+                        .max_message_size(max)
+                        .recv_window((2 * max).max(8 << 20))
+                        .send_queue_capacity(4096)
+                        .announce_first_fragment(true),
+                );
+            }
+        }
         if config.kad.is_some() && config.channel(KAD_CHANNEL).is_none() {
             config.mux.channels.push(
                 ChannelConfig::new(KAD_CHANNEL)
@@ -241,6 +281,7 @@ impl NodeBuilder {
             key.clone(),
             shared.clone(),
             Delivery::new(events_tx, channel_tx),
+            validator,
             now,
         );
         core.start(now);
@@ -267,6 +308,9 @@ impl NodeBuilder {
                 listen_addrs: bound,
                 events,
                 channel_events,
+                key: key.clone(),
+                seqno: std::sync::atomic::AtomicU64::new(now_nanos() >> 1),
+                sign: config.gossip.as_ref().is_none_or(|g| g.sign),
             }),
         })
     }
@@ -293,6 +337,18 @@ struct HandleInner {
     listen_addrs: Vec<SocketAddr>,
     events: Receiver<Event>,
     channel_events: HashMap<ChannelId, Receiver<Event>>,
+    key: Arc<Keypair>,
+    seqno: std::sync::atomic::AtomicU64,
+    sign: bool,
+}
+
+/// Gossip sequence numbers start from the wall clock so a restarted node never
+/// reuses one (and so never reuses a message id).
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// A handle to a running node: cheap to clone, usable from any thread. Every call
@@ -473,6 +529,57 @@ impl NodeHandle {
     pub fn metrics(&self) -> Result<Metrics, SendError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(Command::Metrics(tx))?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Subscribes to a gossip topic: its messages arrive as [`Event::Gossip`].
+    pub fn subscribe(&self, topic: &str) -> Result<(), SendError> {
+        self.submit(Command::Subscribe(topic.to_string()))
+    }
+
+    /// Leaves a gossip topic.
+    pub fn unsubscribe(&self, topic: &str) -> Result<(), SendError> {
+        self.submit(Command::Unsubscribe(topic.to_string()))
+    }
+
+    /// Publishes `data` to every subscriber of `topic`; returns the message id. The
+    /// message is signed here, on the caller's thread.
+    pub fn publish(&self, topic: &str, data: Vec<u8>) -> Result<MessageId, SendError> {
+        let max = self
+            .inner
+            .shared
+            .config
+            .gossip
+            .as_ref()
+            .map_or(0, |g| g.max_message_size);
+        if data.len() > max {
+            return Err(SendError::TooLarge {
+                size: data.len(),
+                max,
+            });
+        }
+        let seqno = self.inner.seqno.fetch_add(1, Ordering::Relaxed);
+        let key = self.inner.sign.then_some(&*self.inner.key);
+        let mut msg = message::build(key, topic, seqno, data);
+        msg.hops = 1;
+        let id = message::message_id(&msg);
+        self.submit(Command::Publish(Box::new(msg)))?;
+        Ok(id)
+    }
+
+    /// Gossip counters per topic.
+    pub fn gossip_metrics(&self) -> Result<HashMap<String, TopicMetrics>, SendError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(Command::GossipMetrics(tx))?;
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// The mesh peers of `topic`.
+    pub fn mesh_peers(&self, topic: &str) -> Result<Vec<PeerId>, SendError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(Command::MeshPeers(topic.to_string(), tx))?;
         rx.recv_timeout(Duration::from_secs(5))
             .map_err(|_| SendError::Closed)
     }
