@@ -78,11 +78,13 @@ pub struct MessageCache {
     windows: VecDeque<Vec<(MessageId, String)>>,
     history: usize,
     gossip: usize,
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl MessageCache {
     /// A cache of `history` heartbeat windows, the newest `gossip` of them gossiped.
-    pub fn new(history: usize, gossip: usize) -> Self {
+    pub fn new(history: usize, gossip: usize, max_bytes: usize) -> Self {
         let mut windows = VecDeque::new();
         windows.push_back(Vec::new());
         MessageCache {
@@ -90,16 +92,35 @@ impl MessageCache {
             windows,
             history: history.max(1),
             gossip: gossip.max(1),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn drop_oldest_window(&mut self) {
+        if let Some(old) = self.windows.pop_front() {
+            for (id, _) in old {
+                if let Some((m, _)) = self.msgs.remove(&id) {
+                    self.bytes -= m.data.len();
+                }
+            }
         }
     }
 
     /// Adds a message to the current window.
     pub fn put(&mut self, id: MessageId, msg: wire::GossipMessage) {
+        if self.msgs.contains_key(&id) {
+            return;
+        }
+        self.bytes += msg.data.len();
         let topic = msg.topic.clone();
-        if self.msgs.insert(id, (msg, 0)).is_none() {
-            if let Some(w) = self.windows.back_mut() {
-                w.push((id, topic));
-            }
+        self.msgs.insert(id, (msg, 0));
+        if let Some(w) = self.windows.back_mut() {
+            w.push((id, topic));
+        }
+        // Over the byte bound, whole old windows go (never the current one).
+        while self.bytes > self.max_bytes && self.windows.len() > 1 {
+            self.drop_oldest_window();
         }
     }
 
@@ -131,11 +152,7 @@ impl MessageCache {
     pub fn shift(&mut self) {
         self.windows.push_back(Vec::new());
         while self.windows.len() > self.history {
-            if let Some(old) = self.windows.pop_front() {
-                for (id, _) in old {
-                    self.msgs.remove(&id);
-                }
-            }
+            self.drop_oldest_window();
         }
     }
 
@@ -171,7 +188,7 @@ mod tests {
 
     #[test]
     fn message_cache_keeps_history_windows_and_limits_iwant_replies() {
-        let mut c = MessageCache::new(3, 2);
+        let mut c = MessageCache::new(3, 2, 1 << 20);
         let m = wire::GossipMessage {
             topic: "t".into(),
             ..Default::default()

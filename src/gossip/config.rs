@@ -21,6 +21,8 @@ pub struct GossipConfig {
     pub history_length: usize,
     /// Heartbeats of the cache that IHAVE gossip covers.
     pub history_gossip: usize,
+    /// Payload bytes the message cache holds at most (oldest windows go first).
+    pub mcache_max_bytes: usize,
     /// How long a message id is remembered as seen.
     pub seen_ttl: Duration,
     /// Most ids remembered as seen.
@@ -49,6 +51,8 @@ pub struct GossipConfig {
     pub choke_window: u32,
     /// Duplicate-only deliveries in a window that choke a mesh link.
     pub choke_duplicates: u32,
+    /// How long an IHAVE waits for the eager push before the IWANT goes out.
+    pub iwant_delay: Duration,
     /// Score thresholds: below gossip, IHAVE/IWANT are ignored; below publish,
     /// no flood publish; below graylist, everything from the peer is ignored.
     pub gossip_threshold: f64,
@@ -67,8 +71,11 @@ impl Default for GossipConfig {
             d_lazy: 6,
             d_eager_min: 2,
             heartbeat: Duration::from_millis(200),
-            history_length: 5,
-            history_gossip: 3,
+            // Longer than the forward deadline, so what a slow link dropped can still
+            // be fetched by IWANT.
+            history_length: 15,
+            history_gossip: 10,
+            mcache_max_bytes: 64 << 20,
             seen_ttl: Duration::from_secs(120),
             seen_max: 200_000,
             max_message_size: 4 << 20,
@@ -83,6 +90,7 @@ impl Default for GossipConfig {
             sign: true,
             choke_window: 10,
             choke_duplicates: 3,
+            iwant_delay: Duration::from_millis(5),
             gossip_threshold: -10.0,
             publish_threshold: -50.0,
             graylist_threshold: -80.0,

@@ -156,6 +156,8 @@ pub struct Router {
     promises: HashMap<MessageId, (PeerId, Instant)>,
     /// Ids announced by the first fragment of a message still arriving.
     incoming: SeenCache,
+    /// IWANTs waiting for their delay: id -> (peer, send at).
+    iwant_due: HashMap<MessageId, (PeerId, Instant)>,
     pending: HashMap<PeerId, wire::GossipRpc>,
     outputs: VecDeque<GossipOutput>,
     px: Vec<PeerRecord>,
@@ -179,7 +181,11 @@ impl Router {
         Router {
             seen: SeenCache::new(config.seen_ttl, config.seen_max),
             incoming: SeenCache::new(config.seen_ttl, config.seen_max),
-            mcache: MessageCache::new(config.history_length, config.history_gossip),
+            mcache: MessageCache::new(
+                config.history_length,
+                config.history_gossip,
+                config.mcache_max_bytes,
+            ),
             next_heartbeat: now + config.heartbeat,
             seqno,
             config,
@@ -189,6 +195,7 @@ impl Router {
             topics: HashMap::new(),
             peers: HashMap::new(),
             promises: HashMap::new(),
+            iwant_due: HashMap::new(),
             pending: HashMap::new(),
             outputs: VecDeque::new(),
             px: Vec::new(),
@@ -480,11 +487,23 @@ impl Router {
         let id = message::message_id(&msg);
         let topic_name = msg.topic.clone();
         if self.seen.contains(&id) {
+            let keep = self.config.d_eager_min;
+            let mut choke = false;
             if let Some(t) = self.topics.get_mut(&topic_name) {
                 t.metrics.duplicates += 1;
+                let eager = t.mesh.values().filter(|l| !l.we_choked).count();
                 if let Some(l) = t.mesh.get_mut(&from) {
                     l.dups += 1;
+                    // Plumtree: a link that brought a copy we already had goes lazy,
+                    // as long as enough links stay eager.
+                    if !l.we_choked && eager > keep {
+                        l.we_choked = true;
+                        choke = true;
+                    }
                 }
+            }
+            if choke {
+                self.rpc(from).choke.push(wire::Choke { topic: topic_name });
             }
             return;
         }
@@ -597,23 +616,42 @@ impl Router {
         if !self.topics.get(&ihave.topic).is_some_and(|t| t.subscribed) {
             return;
         }
-        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
-        let mut want = Vec::new();
+        let at = now + self.config.iwant_delay;
         for raw in ihave.ids.into_iter().take(self.config.max_ihave_length) {
             let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
                 continue;
             };
-            if self.seen.contains(&id)
-                || self.promises.contains_key(&id)
-                || self.incoming.contains(&id)
-            {
+            let known = self.seen.contains(&id) || self.incoming.contains(&id);
+            if known || self.promises.contains_key(&id) || self.iwant_due.contains_key(&id) {
                 continue;
             }
-            self.promises.insert(id, (from, deadline));
-            want.push(raw);
+            self.iwant_due.insert(id, (from, at));
         }
-        if !want.is_empty() {
-            self.rpc(from).iwant.push(wire::IWant { ids: want });
+    }
+
+    /// Sends the IWANTs whose delay ran out for messages still missing.
+    fn send_due_iwants(&mut self, now: Instant) {
+        let due: Vec<(MessageId, PeerId)> = self
+            .iwant_due
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(id, (p, _))| (*id, *p))
+            .collect();
+        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
+        let mut per_peer: HashMap<PeerId, Vec<Vec<u8>>> = HashMap::new();
+        for (id, peer) in due {
+            self.iwant_due.remove(&id);
+            let known = self.seen.contains(&id) || self.incoming.contains(&id);
+            if known || !self.peers.contains_key(&peer) {
+                continue;
+            }
+            self.promises.insert(id, (peer, deadline));
+            per_peer.entry(peer).or_default().push(id.to_vec());
+        }
+        let mut peers: Vec<_> = per_peer.into_iter().collect();
+        peers.sort_by_key(|(p, _)| *p);
+        for (peer, ids) in peers {
+            self.rpc(peer).iwant.push(wire::IWant { ids });
         }
     }
 
@@ -694,12 +732,19 @@ impl Router {
 
     /// When [`Router::heartbeat`] must run.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_heartbeat
+        self.iwant_due
+            .values()
+            .map(|(_, at)| *at)
+            .min()
+            .map_or(self.next_heartbeat, |at| at.min(self.next_heartbeat))
     }
 
-    /// Mesh maintenance, lazy gossip, choking, promises and score decay.
+    /// Delayed IWANTs, then (when due) mesh maintenance, lazy gossip, choking,
+    /// promises and score decay.
     pub fn heartbeat(&mut self, now: Instant) {
+        self.send_due_iwants(now);
         if now < self.next_heartbeat {
+            self.flush(now);
             return;
         }
         self.next_heartbeat = now + self.config.heartbeat;
