@@ -979,7 +979,15 @@ impl NodeCore {
                 GossipOutput::Deliver(ev) => self.delivery_push(Event::Gossip(ev), None),
                 GossipOutput::Penalize { peer, reason } => {
                     log::debug!("peer {} misbehaved in gossip: {reason}", peer.short());
-                    let penalty = -self.config.limits.violation_penalty / 5.0;
+                    let severe = matches!(
+                        reason,
+                        "invalid gossip message"
+                            | "bad gossip signature"
+                            | "undecodable gossip rpc"
+                            | "oversized gossip message"
+                    );
+                    let full = self.config.limits.violation_penalty;
+                    let penalty = if severe { -full } else { -full / 5.0 };
                     if self.manager.adjust(peer, penalty, now) {
                         self.metrics.bans += 1;
                         if let Some(&id) = self.peers.get(&peer) {
