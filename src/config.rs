@@ -130,8 +130,8 @@ pub struct NodeConfig {
     pub socket: SocketOptions,
     /// Peers redialed whenever they are not connected.
     pub persistent_peers: Vec<PersistentPeer>,
-    /// Bootstrap peers dialed at start; the DHT finds the rest.
-    pub bootstrap: Vec<SocketAddr>,
+    /// Bootstrap peers dialed at start (with their id, if known); the DHT finds the rest.
+    pub bootstrap: Vec<PersistentPeer>,
     /// The Kademlia DHT (`None` turns it off).
     pub kad: Option<KadConfig>,
     /// Gossip broadcast (`None` turns it off).

@@ -177,12 +177,12 @@ impl NodeCore {
     /// lookup-only, and the outbound slots are then filled from the table.
     fn dial_bootstrap(&mut self, now: Instant) {
         self.next_bootstrap = now + BOOTSTRAP_RETRY;
-        for addr in self.config.bootstrap.clone() {
+        for PersistentPeer { addr, id: expected } in self.config.bootstrap.clone() {
             let dialing = self.conns.values().any(|e| e.bootstrap && e.addr == addr);
             if dialing || self.kad.is_none() {
                 continue;
             }
-            if let Some(id) = self.dial_with(addr, None, false, true, now) {
+            if let Some(id) = self.dial_with(addr, expected, false, true, now) {
                 if let Some(e) = self.conns.get_mut(&id) {
                     e.bootstrap = true;
                 }

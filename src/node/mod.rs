@@ -162,8 +162,13 @@ impl NodeBuilder {
     }
 
     /// Dials `addr` at start to join the network; the DHT finds the rest.
-    pub fn bootstrap(mut self, addr: SocketAddr) -> Self {
-        self.config.bootstrap.push(addr);
+    pub fn bootstrap(self, addr: SocketAddr) -> Self {
+        self.bootstrap_peer(addr, None)
+    }
+
+    /// Like [`NodeBuilder::bootstrap`], refusing anyone at `addr` but `id`.
+    pub fn bootstrap_peer(mut self, addr: SocketAddr, id: Option<PeerId>) -> Self {
+        self.config.bootstrap.push(PersistentPeer { addr, id });
         self
     }
 
