@@ -12,6 +12,8 @@ use crate::secure::CipherSuite;
 
 /// Default most inbound connections.
 pub const DEFAULT_MAX_INBOUND: usize = 40;
+/// Default most inbound connections still handshaking.
+pub const DEFAULT_MAX_PENDING_INBOUND: usize = 64;
 /// Default most outbound connections.
 pub const DEFAULT_MAX_OUTBOUND: usize = 10;
 /// Default most connections from one remote IP.
@@ -26,8 +28,10 @@ pub const DEFAULT_EVENT_QUEUE: usize = 4096;
 /// Limits and scoring of the peer manager.
 #[derive(Debug, Clone)]
 pub struct PeerLimits {
-    /// Most inbound connections (handshaking ones included).
+    /// Most established inbound connections (lookup-only ones do not count).
     pub max_inbound: usize,
+    /// Most inbound connections still handshaking.
+    pub max_pending_inbound: usize,
     /// Most outbound connections (dialing ones included).
     pub max_outbound: usize,
     /// Most connections from one remote IP.
@@ -50,6 +54,7 @@ impl Default for PeerLimits {
     fn default() -> Self {
         PeerLimits {
             max_inbound: DEFAULT_MAX_INBOUND,
+            max_pending_inbound: DEFAULT_MAX_PENDING_INBOUND,
             max_outbound: DEFAULT_MAX_OUTBOUND,
             max_per_ip: DEFAULT_MAX_PER_IP,
             ban_duration: DEFAULT_BAN_DURATION,

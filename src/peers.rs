@@ -14,11 +14,28 @@ const MAX_SCORED: usize = 4096;
 /// Most bans remembered; the earliest to expire go first.
 const MAX_BANS: usize = 4096;
 
+/// What a connection holds in the peer manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Inbound, still handshaking.
+    Pending,
+    /// An established inbound peer.
+    Inbound,
+    /// An outbound peer (dialing or established).
+    Outbound,
+    /// No slot, but counted against its IP (lookup-only, or refused and closing).
+    IpOnly,
+    /// Nothing (our own lookup-only dials).
+    None,
+}
+
 /// Why an inbound connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The inbound limit is reached.
     TooManyInbound,
+    /// Too many inbound connections are handshaking.
+    TooManyPending,
     /// The outbound limit is reached.
     TooManyOutbound,
     /// The per-IP limit is reached.
@@ -30,6 +47,7 @@ impl Refusal {
     pub fn label(self) -> &'static str {
         match self {
             Refusal::TooManyInbound => "max_inbound",
+            Refusal::TooManyPending => "max_pending",
             Refusal::TooManyOutbound => "max_outbound",
             Refusal::TooManyFromIp => "per_ip",
         }
@@ -56,6 +74,7 @@ struct Persistent {
 pub struct PeerManager {
     limits: PeerLimits,
     inbound: usize,
+    pending_inbound: usize,
     outbound: usize,
     per_ip: HashMap<IpAddr, usize>,
     scores: HashMap<PeerId, Score>,
@@ -75,6 +94,7 @@ impl PeerManager {
         PeerManager {
             limits,
             inbound: 0,
+            pending_inbound: 0,
             outbound: 0,
             per_ip: HashMap::new(),
             scores: HashMap::new(),
@@ -93,29 +113,62 @@ impl PeerManager {
         }
     }
 
-    /// Takes a connection slot (inbound at accept, outbound at dial) or says why not.
-    pub fn admit(&mut self, direction: Direction, ip: IpAddr) -> Result<(), Refusal> {
-        let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
-        match direction {
-            Direction::Inbound if self.inbound >= self.limits.max_inbound => {
-                return Err(Refusal::TooManyInbound)
+    /// Admits a connection: an inbound one at accept takes a pending slot (it may
+    /// turn out to be lookup-only), an outbound one at dial takes an outbound slot.
+    /// Either counts against the per-IP limit until released.
+    pub fn admit(&mut self, direction: Direction, ip: IpAddr) -> Result<Slot, Refusal> {
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_per_ip {
+            return Err(Refusal::TooManyFromIp);
+        }
+        let slot = match direction {
+            Direction::Inbound if self.pending_inbound >= self.limits.max_pending_inbound => {
+                return Err(Refusal::TooManyPending)
             }
             Direction::Outbound if self.outbound >= self.limits.max_outbound => {
                 return Err(Refusal::TooManyOutbound)
             }
-            _ if from_ip >= self.limits.max_per_ip => return Err(Refusal::TooManyFromIp),
-            Direction::Inbound => self.inbound += 1,
-            Direction::Outbound => self.outbound += 1,
-        }
+            Direction::Inbound => {
+                self.pending_inbound += 1;
+                Slot::Pending
+            }
+            Direction::Outbound => {
+                self.outbound += 1;
+                Slot::Outbound
+            }
+        };
         *self.per_ip.entry(ip).or_default() += 1;
-        Ok(())
+        Ok(slot)
     }
 
-    /// Frees the slot taken by [`PeerManager::admit`].
-    pub fn release(&mut self, direction: Direction, ip: IpAddr) {
-        match direction {
-            Direction::Inbound => self.inbound = self.inbound.saturating_sub(1),
-            Direction::Outbound => self.outbound = self.outbound.saturating_sub(1),
+    /// A pending inbound connection finished its handshake as a full peer: it takes
+    /// an inbound slot, or is refused (and then holds only its IP count until closed).
+    pub fn establish(&mut self, slot: Slot) -> Result<Slot, Slot> {
+        if slot != Slot::Pending {
+            return Ok(slot);
+        }
+        self.pending_inbound = self.pending_inbound.saturating_sub(1);
+        if self.inbound >= self.limits.max_inbound {
+            return Err(Slot::IpOnly);
+        }
+        self.inbound += 1;
+        Ok(Slot::Inbound)
+    }
+
+    /// The connection turned out lookup-only: it gives up its slot, keeping its IP count.
+    pub fn unslot(&mut self, slot: Slot) -> Slot {
+        match slot {
+            Slot::Pending => self.pending_inbound = self.pending_inbound.saturating_sub(1),
+            Slot::Inbound => self.inbound = self.inbound.saturating_sub(1),
+            Slot::Outbound => self.outbound = self.outbound.saturating_sub(1),
+            Slot::IpOnly | Slot::None => return slot,
+        }
+        Slot::IpOnly
+    }
+
+    /// Frees what [`PeerManager::admit`] took.
+    pub fn release(&mut self, slot: Slot, ip: IpAddr) {
+        if self.unslot(slot) == Slot::None {
+            return;
         }
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
@@ -278,16 +331,32 @@ mod tests {
     #[test]
     fn inbound_outbound_and_per_ip_limits() {
         let (mut m, _) = manager(PeerLimits::default());
-        for i in 0..40 {
-            m.admit(Direction::Inbound, ip(&format!("10.0.{i}.1")))
-                .unwrap();
-        }
+        // 64 may handshake at once; 40 become peers; the 41st is refused.
+        let slots: Vec<Slot> = (0..64)
+            .map(|i| {
+                m.admit(Direction::Inbound, ip(&format!("10.0.{i}.1")))
+                    .unwrap()
+            })
+            .collect();
         assert_eq!(
             m.admit(Direction::Inbound, ip("10.1.0.1")),
-            Err(Refusal::TooManyInbound)
+            Err(Refusal::TooManyPending)
         );
-        m.release(Direction::Inbound, ip("10.0.0.1"));
-        m.admit(Direction::Inbound, ip("10.1.0.1")).unwrap();
+        let mut established = 0;
+        for (i, s) in slots.into_iter().enumerate() {
+            match m.establish(s) {
+                Ok(Slot::Inbound) => established += 1,
+                Err(Slot::IpOnly) => assert!(i >= 40, "refused early at {i}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(established, 40);
+        m.release(Slot::Inbound, ip("10.0.0.1"));
+        let s = m.admit(Direction::Inbound, ip("10.1.0.1")).unwrap();
+        assert_eq!(m.establish(s), Ok(Slot::Inbound));
+        // A lookup-only connection gives its slot back.
+        let s = m.admit(Direction::Inbound, ip("10.1.0.2")).unwrap();
+        assert_eq!(m.unslot(s), Slot::IpOnly);
 
         let (mut m, _) = manager(PeerLimits::default());
         for _ in 0..4 {
@@ -309,7 +378,7 @@ mod tests {
             m.admit(Direction::Outbound, ip("10.3.0.1")),
             Err(Refusal::TooManyOutbound)
         );
-        assert_eq!(m.slots(), (4, 10));
+        assert_eq!(m.slots(), (0, 10));
     }
 
     #[test]

@@ -152,23 +152,36 @@ fn a_stalled_channel_stalls_neither_other_channels_nor_keepalive_and_loses_nothi
 fn the_41st_inbound_and_the_5th_from_one_ip_are_refused() {
     let node = start(220, &[ChannelConfig::new(1)], None);
     let target = node.listen_addrs()[0];
-    // Four from one IP are fine; the fifth is refused.
+    // Four from one IP are fine; the fifth is refused at accept.
     let same_ip: Vec<_> = (0..4)
         .map(|_| raw_tcp(target, ip("127.60.0.1")).unwrap())
         .collect();
     let mut fifth = raw_tcp(target, ip("127.60.0.1")).unwrap();
     assert!(closed(&mut fifth), "5th connection from one IP was kept");
-    // 36 more from distinct IPs reach the inbound limit of 40; the 41st is refused.
-    let others: Vec<_> = (0..36)
-        .map(|i| raw_tcp(target, ip(&format!("127.61.{i}.1"))).unwrap())
+    // Forty peers from distinct IPs fill the inbound slots; the 41st is closed as
+    // soon as its handshake shows it is a full peer.
+    let peers: Vec<_> = (0..40)
+        .map(|i| {
+            let key = Arc::new(Keypair::generate().unwrap());
+            raw_handshake(target, ip(&format!("127.61.{i}.1")), key, vec![1]).unwrap()
+        })
         .collect();
-    let mut extra = raw_tcp(target, ip("127.62.0.1")).unwrap();
-    assert!(closed(&mut extra), "41st inbound was kept");
+    assert!(eventually(Duration::from_secs(5), || node
+        .metrics()
+        .unwrap()
+        .inbound
+        == 40));
+    let key = Arc::new(Keypair::generate().unwrap());
+    let mut extra = raw_handshake(target, ip("127.62.0.1"), key, vec![1]).unwrap();
+    assert!(
+        extra.closed_by_peer(Duration::from_secs(5)),
+        "41st inbound was kept"
+    );
     let m = node.metrics().unwrap();
     assert_eq!(m.refused.get("per_ip"), Some(&1));
     assert_eq!(m.refused.get("max_inbound"), Some(&1));
-    assert_eq!(m.pending, 40);
-    drop((same_ip, others));
+    assert_eq!(m.inbound, 40);
+    drop((same_ip, peers));
     node.shutdown();
 }
 

@@ -80,8 +80,14 @@ pub enum GossipOutput {
         /// How.
         reason: &'static str,
     },
-    /// Peers offered in a PRUNE: worth connecting to.
-    Connect(Vec<PeerRecord>),
+    /// Peers offered in a PRUNE by `from` while our mesh is short: worth connecting
+    /// to, instead of `from` if no slot is free.
+    Connect {
+        /// Who pruned us.
+        from: PeerId,
+        /// Whom it offered.
+        records: Vec<PeerRecord>,
+    },
 }
 
 /// Why a publish failed.
@@ -704,7 +710,8 @@ impl Router {
                 .filter(|r| !self.peers.contains_key(&r.id))
                 .collect();
             if !records.is_empty() {
-                self.outputs.push_back(GossipOutput::Connect(records));
+                self.outputs
+                    .push_back(GossipOutput::Connect { from, records });
             }
         }
     }

@@ -88,7 +88,7 @@ impl Net {
                         GossipOutput::Penalize { peer, reason } => {
                             self.penalties.push((i, peer, reason))
                         }
-                        GossipOutput::Connect(_) => {}
+                        GossipOutput::Connect { .. } => {}
                     }
                 }
             }

@@ -23,7 +23,7 @@ use crate::node::command::Command;
 use crate::node::delivery::{Delivery, Release};
 use crate::node::event::Event;
 use crate::node::shared::{NodeShared, SharedPeer};
-use crate::peers::PeerManager;
+use crate::peers::{PeerManager, Refusal, Slot};
 use crate::rng::Rng;
 use crate::secure::HandshakeConfig;
 
@@ -60,8 +60,8 @@ struct Entry {
     /// Set once this connection is the peer's announced one.
     announced: bool,
     persistent: bool,
-    /// Holds a slot in the peer manager.
-    slot: bool,
+    /// What it holds in the peer manager.
+    slot: Slot,
     /// Carries DHT lookups only; closed when idle.
     lookup_only: bool,
     /// Whom we dialed.
@@ -206,11 +206,14 @@ impl NodeCore {
         if self.shutdown.is_some() {
             return None;
         }
-        if let Err(refusal) = self.manager.admit(Direction::Inbound, addr.ip()) {
-            log::debug!("refused inbound from {addr}: {refusal:?}");
-            Metrics::count(&mut self.metrics.refused, refusal.label());
-            return None;
-        }
+        let slot = match self.manager.admit(Direction::Inbound, addr.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                log::debug!("refused inbound from {addr}: {refusal:?}");
+                Metrics::count(&mut self.metrics.refused, refusal.label());
+                return None;
+            }
+        };
         self.metrics.accepted += 1;
         let conn = Connection::inbound(
             self.handshake.clone(),
@@ -228,7 +231,7 @@ impl NodeCore {
                 connecting: None,
                 announced: false,
                 persistent: false,
-                slot: true,
+                slot,
                 lookup_only: false,
                 expected: None,
                 last_active: now,
@@ -278,9 +281,14 @@ impl NodeCore {
                 return fail(self, DisconnectReason::Local(LocalClose::Banned));
             }
         }
-        if !lookup_only && self.manager.admit(Direction::Outbound, addr.ip()).is_err() {
-            return fail(self, DisconnectReason::Local(LocalClose::TooManyPeers));
-        }
+        let slot = if lookup_only {
+            Slot::None
+        } else {
+            match self.manager.admit(Direction::Outbound, addr.ip()) {
+                Ok(slot) => slot,
+                Err(_) => return fail(self, DisconnectReason::Local(LocalClose::TooManyPeers)),
+            }
+        };
         let hs = if lookup_only {
             &self.lookup_handshake
         } else {
@@ -297,9 +305,7 @@ impl NodeCore {
         ) {
             Ok(conn) => conn,
             Err(reason) => {
-                if !lookup_only {
-                    self.manager.release(Direction::Outbound, addr.ip());
-                }
+                self.manager.release(slot, addr.ip());
                 return fail(self, reason);
             }
         };
@@ -314,7 +320,7 @@ impl NodeCore {
                 connecting,
                 announced: false,
                 persistent,
-                slot: !lookup_only,
+                slot,
                 lookup_only,
                 expected,
                 last_active: now,
@@ -339,9 +345,7 @@ impl NodeCore {
     /// The TCP connect of `id` failed; its entry is gone.
     pub(crate) fn on_dial_failed(&mut self, id: ConnId, kind: std::io::ErrorKind, now: Instant) {
         if let Some(e) = self.conns.remove(&id) {
-            if e.slot {
-                self.manager.release(Direction::Outbound, e.addr.ip());
-            }
+            self.manager.release(e.slot, e.addr.ip());
             self.metrics.dial_failures += 1;
             log::debug!("dial {} failed: {kind}", e.addr);
             if e.lookup_only {
@@ -480,11 +484,7 @@ impl NodeCore {
         };
         if entry.lookup_only || info.lookup_only {
             // DHT traffic only: no slot, no announcement.
-            if entry.slot {
-                entry.slot = false;
-                self.manager
-                    .release(entry.conn.direction(), entry.addr.ip());
-            }
+            entry.slot = self.manager.unslot(entry.slot);
             entry.lookup_only = true;
             entry.expected = Some(remote);
             let introduce = entry.bootstrap;
@@ -502,6 +502,17 @@ impl NodeCore {
             self.touched.push(id);
             self.drain_kad(now);
             return;
+        }
+        // A full peer: an inbound one now needs one of the inbound slots.
+        match self.manager.establish(entry.slot) {
+            Ok(slot) => entry.slot = slot,
+            Err(slot) => {
+                entry.slot = slot;
+                Metrics::count(&mut self.metrics.refused, Refusal::TooManyInbound.label());
+                log::debug!("peer {}: inbound slots full", remote.short());
+                self.close_conn(id, LocalClose::TooManyPeers, false, now);
+                return;
+            }
         }
         let channels = info.channels;
         let Some(&existing) = self.peers.get(&remote) else {
@@ -593,10 +604,7 @@ impl NodeCore {
             .disconnect_reason()
             .cloned()
             .unwrap_or(DisconnectReason::Eof);
-        if entry.slot {
-            self.manager
-                .release(entry.conn.direction(), entry.addr.ip());
-        }
+        self.manager.release(entry.slot, entry.addr.ip());
         if entry.lookup_only {
             self.lookup_conn_gone(id, entry.expected.or(entry.conn.remote()), now);
             if reason.is_violation() {
@@ -896,7 +904,7 @@ impl NodeCore {
         }
         let mut per_subnet: HashMap<[u8; 6], usize> = HashMap::new();
         let mut busy: std::collections::HashSet<PeerId> = self.peers.keys().copied().collect();
-        for e in self.conns.values().filter(|e| e.slot) {
+        for e in self.conns.values().filter(|e| e.slot == Slot::Outbound) {
             if e.conn.direction() == Direction::Outbound {
                 *per_subnet.entry(subnet(e.addr.ip())).or_default() += 1;
             }
@@ -995,10 +1003,40 @@ impl NodeCore {
                         }
                     }
                 }
-                GossipOutput::Connect(records) => {
+                GossipOutput::Connect { from, records } => {
                     let (_, outbound) = self.manager.slots();
                     let free = self.config.limits.max_outbound.saturating_sub(outbound);
-                    for r in records.into_iter().take(free.min(2)) {
+                    // No slot free: the outbound peer whose full mesh pruned us makes room
+                    // for one it offered, so a node is never stuck among full meshes.
+                    let replace = free == 0
+                        && self
+                            .peers
+                            .get(&from)
+                            .and_then(|id| self.conns.get(id))
+                            .is_some_and(|e| {
+                                e.slot == Slot::Outbound
+                                    && !self
+                                        .config
+                                        .persistent_peers
+                                        .iter()
+                                        .any(|p| p.id == Some(from))
+                            });
+                    if replace {
+                        if let Some(&id) = self.peers.get(&from) {
+                            if let Some(e) = self.conns.get_mut(&id) {
+                                // Its slot goes to the replacement right away.
+                                e.slot = self.manager.unslot(e.slot);
+                            }
+                            self.close_conn(id, LocalClose::Requested, true, now);
+                        }
+                    }
+                    let dials = if replace { 1 } else { free.min(2) };
+                    let fresh: Vec<_> = records
+                        .into_iter()
+                        .filter(|r| !self.peers.contains_key(&r.id))
+                        .take(dials)
+                        .collect();
+                    for r in fresh {
                         if let Some(addr) = r.addrs.first() {
                             self.dial(*addr, Some(r.id), false, now);
                         }
