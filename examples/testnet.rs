@@ -447,7 +447,7 @@ fn report_svg(title: &str, lat_sorted: &[f64], hops: &[(u32, u64)], ratio: f64) 
         .iter()
         .enumerate()
         .step_by(step)
-        .chain(lat_sorted.iter().enumerate().last())
+        .chain(lat_sorted.iter().enumerate().next_back())
     {
         let x = x0 + pw * v / max_ms;
         let y = y0 + ph - ph * (i + 1) as f64 / n as f64;
