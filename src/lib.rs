@@ -42,7 +42,51 @@
 //! # }
 //! ```
 //!
-//! The wire contract lives in `wire/*.proto` and `wire/PROTOCOL.md`.
+//! A node is started with a [`NodeBuilder`] and used through its [`NodeHandle`]: two
+//! nodes on loopback, one message on a channel.
+//!
+//! ```
+//! use std::time::Duration;
+//! use meshwire::{ChannelConfig, Event, NodeBuilder};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! const VOTES: u32 = 1;
+//! let start = |addr: &str| {
+//!     NodeBuilder::new("doc-net")
+//!         .listen(addr.parse().unwrap())
+//!         .channel(ChannelConfig::new(VOTES).priority(10))
+//!         .start()
+//! };
+//! let alice = start("127.0.0.1:0")?;
+//! let bob = start("127.0.0.1:0")?;
+//! alice.dial(bob.listen_addrs()[0], Some(bob.peer_id()))?;
+//! let events = bob.events();
+//! loop {
+//!     match events.recv_timeout(Duration::from_secs(10))? {
+//!         Event::PeerConnected { peer, .. } => {
+//!             assert_eq!(peer, alice.peer_id());
+//!             // Bob is connected; alice may not have processed the handshake yet.
+//!             bob.send(peer, VOTES, b"hello alice".to_vec())?;
+//!         }
+//!         _ => {}
+//!     }
+//!     if !bob.peers().is_empty() { break; }
+//! }
+//! let got = alice.events().iter().find_map(|e| match e {
+//!     Event::Message { channel: VOTES, data, .. } => Some(data),
+//!     _ => None,
+//! });
+//! assert_eq!(got.as_deref(), Some(&b"hello alice"[..]));
+//! alice.shutdown();
+//! bob.shutdown();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Layers, bottom up: [`identity`], [`secure`] (handshake and sealed frames),
+//! [`mux`] (channels), [`conn`], [`kad`] (the DHT), [`gossip`], and the node
+//! ([`NodeBuilder`], [`NodeHandle`], [`Event`]). The wire contract lives in
+//! `wire/*.proto` and `wire/PROTOCOL.md`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
