@@ -110,6 +110,7 @@ fn main() {
         })
         .sum();
     let cpu0 = cpu_secs();
+    let mut origins = Vec::with_capacity(msgs);
     let start = Instant::now();
     for seq in 0..msgs {
         let due = start + interval * seq as u32;
@@ -117,6 +118,7 @@ fn main() {
             std::thread::sleep(wait);
         }
         let origin = rng.below(n as u64) as usize;
+        origins.push(origin);
         let mut payload = vec![0u8; size];
         payload[..8].copy_from_slice(&(seq as u64).to_le_bytes());
         for b in payload[8..].iter_mut() {
@@ -144,6 +146,29 @@ fn main() {
         })
         .sum();
 
+    let bans: u64 = after.iter().map(|m| m.bans).sum();
+    let drops: u64 = after.iter().flat_map(|m| m.drops.values()).sum();
+    let disconnects: u64 = after.iter().flat_map(|m| m.disconnects.values()).sum();
+    eprintln!("P1: bans {bans}, disconnects {disconnects}, drops {drops}");
+    if std::env::var_os("P1_DEBUG").is_some() {
+        let reasons: Vec<_> = after.iter().flat_map(|m| m.disconnects.iter()).collect();
+        eprintln!("P1: disconnect reasons {reasons:?}");
+        let have: HashSet<(usize, usize)> =
+            deliveries.lock().iter().map(|(s, n, _)| (*s, *n)).collect();
+        let mut missing = Vec::new();
+        for (seq, origin) in origins.iter().enumerate() {
+            for node in 0..n {
+                if !have.contains(&(seq, node)) && *origin != node {
+                    missing.push((seq, node));
+                }
+            }
+        }
+        eprintln!(
+            "P1: missing (seq, node) incl. origins: {} e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(12)]
+        );
+    }
     let sent = sent_at.lock();
     let got = deliveries.lock();
     let mut lat = Vec::with_capacity(got.len());
@@ -164,7 +189,7 @@ fn main() {
     let amplification = written as f64 / (msgs * size * (n - 1)) as f64;
     let dup_per_msg = (dups_after - dups_before) as f64 / expected as f64;
     println!(
-        "{{\"bench\":\"P1\",\"impl\":\"meshwire\",\"nodes\":{n},\"dial\":{dial},\"msgs\":{msgs},\"size\":{size},\"delivered_ratio\":{:.4},\"lat_p50_ms\":{:.2},\"lat_p90_ms\":{:.2},\"lat_p99_ms\":{:.2},\"lat_max_ms\":{:.2},\"tta_p50_ms\":{:.2},\"tta_p99_ms\":{:.2},\"amplification\":{:.3},\"dup_per_msg\":{:.3},\"cpu_s\":{:.2}}}",
+        "{{\"bench\":\"P1\",\"impl\":\"meshwire\",\"nodes\":{n},\"dial\":{dial},\"msgs\":{msgs},\"size\":{size},\"delivered_ratio\":{:.6},\"lat_p50_ms\":{:.2},\"lat_p90_ms\":{:.2},\"lat_p99_ms\":{:.2},\"lat_max_ms\":{:.2},\"tta_p50_ms\":{:.2},\"tta_p99_ms\":{:.2},\"amplification\":{:.3},\"dup_per_msg\":{:.3},\"cpu_s\":{:.2}}}",
         got.len() as f64 / expected as f64,
         percentile(&mut lat, 0.5),
         percentile(&mut lat, 0.9),

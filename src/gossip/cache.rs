@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::gossip::message::MessageId;
+use crate::identity::PeerId;
 use crate::wire;
 
 /// Ids seen recently: bounded in count and in time.
@@ -74,7 +75,8 @@ impl SeenCache {
 /// Messages of the last few heartbeats, for IWANT answers and IHAVE gossip.
 #[derive(Debug)]
 pub struct MessageCache {
-    msgs: HashMap<MessageId, (wire::GossipMessage, u32)>,
+    /// Each message with how often each peer got it through IWANT.
+    msgs: HashMap<MessageId, (wire::GossipMessage, Vec<(PeerId, u32)>)>,
     windows: VecDeque<Vec<(MessageId, String)>>,
     history: usize,
     gossip: usize,
@@ -114,7 +116,7 @@ impl MessageCache {
         }
         self.bytes += msg.data.len();
         let topic = msg.topic.clone();
-        self.msgs.insert(id, (msg, 0));
+        self.msgs.insert(id, (msg, Vec::new()));
         if let Some(w) = self.windows.back_mut() {
             w.push((id, topic));
         }
@@ -124,17 +126,20 @@ impl MessageCache {
         }
     }
 
-    /// The message, counting one more IWANT answer for it; `None` past `max_replies`.
+    /// The message for `peer`'s IWANT; `None` once that peer had it `max_replies`
+    /// times (a peer asking again and again is spamming, others are not).
     pub fn get_for_iwant(
         &mut self,
         id: &MessageId,
+        peer: PeerId,
         max_replies: u32,
     ) -> Option<&wire::GossipMessage> {
         let (msg, replies) = self.msgs.get_mut(id)?;
-        if *replies >= max_replies {
-            return None;
+        match replies.iter_mut().find(|(p, _)| *p == peer) {
+            Some((_, n)) if *n >= max_replies => return None,
+            Some((_, n)) => *n += 1,
+            None => replies.push((peer, 1)),
         }
-        *replies += 1;
         Some(msg)
     }
 
@@ -199,9 +204,17 @@ mod tests {
         assert_eq!(c.gossip_ids("t").len(), 2);
         c.shift();
         assert_eq!(c.gossip_ids("t"), vec![[2; 32]]);
-        assert!(c.get_for_iwant(&[1; 32], 2).is_some());
-        assert!(c.get_for_iwant(&[1; 32], 2).is_some());
-        assert!(c.get_for_iwant(&[1; 32], 2).is_none());
+        let (a, b) = (PeerId::from_bytes([1; 32]), PeerId::from_bytes([2; 32]));
+        assert!(c.get_for_iwant(&[1; 32], a, 2).is_some());
+        assert!(c.get_for_iwant(&[1; 32], a, 2).is_some());
+        assert!(
+            c.get_for_iwant(&[1; 32], a, 2).is_none(),
+            "a third time for one peer"
+        );
+        assert!(
+            c.get_for_iwant(&[1; 32], b, 2).is_some(),
+            "other peers still get it"
+        );
         c.shift();
         assert_eq!(c.len(), 1, "oldest window dropped");
     }

@@ -31,7 +31,8 @@ pub struct GossipConfig {
     pub max_message_size: usize,
     /// Most ids in one IHAVE, and IHAVEs accepted per peer per heartbeat.
     pub max_ihave_length: usize,
-    /// IHAVE messages accepted from one peer per heartbeat.
+    /// IHAVE messages' worth of ids (`max_ihave_messages * max_ihave_length`)
+    /// accepted from one peer per heartbeat.
     pub max_ihave_messages: usize,
     /// Times one message is sent to one peer on IWANT.
     pub max_iwant_replies: u32,
@@ -86,7 +87,7 @@ impl Default for GossipConfig {
             prune_backoff: Duration::from_secs(10),
             prune_peers: 8,
             idontwant_min_size: 1024,
-            forward_deadline: Duration::from_secs(2),
+            forward_deadline: Duration::from_secs(10),
             sign: true,
             choke_window: 10,
             choke_duplicates: 3,

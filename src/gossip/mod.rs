@@ -615,8 +615,10 @@ impl Router {
         let Some(p) = self.peers.get_mut(&from) else {
             return;
         };
-        p.ihaves += 1;
-        if p.ihaves > self.config.max_ihave_messages {
+        // Counted in ids: a choked mesh link announces every message in its own IHAVE
+        // entry, and every one of those must get through.
+        p.ihaves += ihave.ids.len();
+        if p.ihaves > self.config.max_ihave_messages * self.config.max_ihave_length {
             return;
         }
         if !self.topics.get(&ihave.topic).is_some_and(|t| t.subscribed) {
@@ -668,7 +670,7 @@ impl Router {
             let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
                 continue;
             };
-            if let Some(m) = self.mcache.get_for_iwant(&id, max) {
+            if let Some(m) = self.mcache.get_for_iwant(&id, from, max) {
                 msgs.push(m.clone());
             }
         }
