@@ -42,18 +42,7 @@ fn main() {
             .expect("start node")
     };
     let (tx, rx) = (start(0), start(1));
-    let events = tx.events();
-    tx.dial(rx.listen_addrs()[0], Some(rx.peer_id())).unwrap();
-    loop {
-        match events
-            .recv_timeout(Duration::from_secs(10))
-            .expect("connect")
-        {
-            Event::PeerConnected { .. } => break,
-            Event::DialFailed { reason, .. } => panic!("dial failed: {reason}"),
-            _ => {}
-        }
-    }
+    common::connect(&tx, &rx);
     // The bulk receiver drains as fast as it can, in both phases.
     let bulk_bytes = Arc::new(AtomicU64::new(0));
     let bulk_rx = rx.channel_events(BULK).unwrap();

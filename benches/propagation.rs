@@ -100,15 +100,7 @@ fn main() {
     });
 
     let before: Vec<_> = nodes.iter().map(|x| x.metrics().unwrap()).collect();
-    let dups_before: u64 = nodes
-        .iter()
-        .map(|x| {
-            x.gossip_metrics()
-                .unwrap()
-                .get(TOPIC)
-                .map_or(0, |m| m.duplicates)
-        })
-        .sum();
+    let dups_before = duplicates(&nodes);
     let cpu0 = cpu_secs();
     let mut origins = Vec::with_capacity(msgs);
     let start = Instant::now();
@@ -136,15 +128,7 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     collector.join().unwrap();
     let after: Vec<_> = nodes.iter().map(|x| x.metrics().unwrap()).collect();
-    let dups_after: u64 = nodes
-        .iter()
-        .map(|x| {
-            x.gossip_metrics()
-                .unwrap()
-                .get(TOPIC)
-                .map_or(0, |m| m.duplicates)
-        })
-        .sum();
+    let dups_after = duplicates(&nodes);
 
     let bans: u64 = after.iter().map(|m| m.bans).sum();
     let drops: u64 = after.iter().flat_map(|m| m.drops.values()).sum();
@@ -204,4 +188,17 @@ fn main() {
     for x in &nodes {
         x.shutdown();
     }
+}
+
+/// Full copies received beyond the first, summed over the nodes.
+fn duplicates(nodes: &[NodeHandle]) -> u64 {
+    nodes
+        .iter()
+        .map(|x| {
+            x.gossip_metrics()
+                .unwrap()
+                .get(TOPIC)
+                .map_or(0, |m| m.duplicates)
+        })
+        .sum()
 }

@@ -45,20 +45,7 @@ fn run_meshwire(total: u64, msg_size: usize) -> (f64, f64) {
         .channel(channel)
         .start()
         .expect("start sender");
-    let events = tx_node.events();
-    tx_node
-        .dial(rx_node.listen_addrs()[0], Some(rx_node.peer_id()))
-        .unwrap();
-    loop {
-        match events
-            .recv_timeout(Duration::from_secs(10))
-            .expect("connect")
-        {
-            Event::PeerConnected { .. } => break,
-            Event::DialFailed { reason, .. } => panic!("dial failed: {reason}"),
-            _ => {}
-        }
-    }
+    common::connect(&tx_node, &rx_node);
     let messages = total.div_ceil(msg_size as u64);
     let receiver = rx_node.channel_events(CHANNEL).unwrap();
     let cpu0 = cpu_secs();

@@ -72,3 +72,20 @@ pub fn node_addr(i: usize) -> std::net::SocketAddr {
     let i = i + 1;
     std::net::SocketAddr::from(([127, 20 + (i / 250) as u8, (i % 250) as u8, 1], 0))
 }
+
+/// `a` dials `b` and waits until connected.
+pub fn connect(a: &meshwire::NodeHandle, b: &meshwire::NodeHandle) {
+    let events = a.events();
+    a.dial(b.listen_addrs()[0], Some(b.peer_id()))
+        .expect("dial");
+    loop {
+        match events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("connect")
+        {
+            meshwire::Event::PeerConnected { .. } => return,
+            meshwire::Event::DialFailed { reason, .. } => panic!("dial failed: {reason}"),
+            _ => {}
+        }
+    }
+}

@@ -229,7 +229,7 @@ impl Reactor {
                 return;
             };
             let node = *node;
-            let (mut stream, addr) = match listener.accept() {
+            let (stream, addr) = match listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -250,28 +250,9 @@ impl Reactor {
             if let Err(e) = socket::configure_accepted(&stream, &opts) {
                 log::debug!("socket options for {addr}: {e}");
             }
-            let t = alloc_token(&mut self.sockets, &mut self.free);
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(t),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                log::warn!("register {addr}: {e}");
-                self.free.push(t);
-                slot.core.on_dial_failed(id, e.kind(), now);
-                continue;
+            if let Some(t) = self.add_conn(node, id, stream, true, now) {
+                self.service(t, now);
             }
-            slot.tokens.insert(id, t);
-            self.sockets[t] = Some(Sock {
-                node,
-                kind: Kind::Conn {
-                    stream,
-                    id,
-                    readable: true,
-                },
-                timer: None,
-            });
-            self.service(t, now);
         }
     }
 
@@ -287,22 +268,40 @@ impl Reactor {
             return;
         };
         let opts = slot.core_socket_options();
-        let mut stream = match socket::connect(addr, local, &opts) {
+        let stream = match socket::connect(addr, local, &opts) {
             Ok(s) => s,
             Err(e) => {
                 slot.core.on_dial_failed(id, e.kind(), now);
                 return;
             }
         };
+        if let Some(t) = self.add_conn(node, id, stream, false, now) {
+            self.schedule_sock(t);
+        }
+    }
+
+    /// Registers a connection's socket with the poll; if that fails, the node hears
+    /// of it as a failed connection.
+    fn add_conn(
+        &mut self,
+        node: usize,
+        id: ConnId,
+        mut stream: TcpStream,
+        readable: bool,
+        now: Instant,
+    ) -> Option<usize> {
         let t = alloc_token(&mut self.sockets, &mut self.free);
-        if let Err(e) = self.poll.registry().register(
+        let registered = self.poll.registry().register(
             &mut stream,
             Token(t),
             Interest::READABLE | Interest::WRITABLE,
-        ) {
+        );
+        let slot = self.nodes.get_mut(node).and_then(|n| n.as_mut())?;
+        if let Err(e) = registered {
+            log::warn!("cannot register a socket: {e}");
             self.free.push(t);
             slot.core.on_dial_failed(id, e.kind(), now);
-            return;
+            return None;
         }
         slot.tokens.insert(id, t);
         self.sockets[t] = Some(Sock {
@@ -310,11 +309,11 @@ impl Reactor {
             kind: Kind::Conn {
                 stream,
                 id,
-                readable: false,
+                readable,
             },
             timer: None,
         });
-        self.schedule_sock(t);
+        Some(t)
     }
 
     /// Reads, processes and writes one connection; drops it when finished.
