@@ -25,6 +25,7 @@ fn main() {
     let size: usize = args.get("size", 1024).max(8);
     let interval = Duration::from_millis(args.get("interval-ms", 10));
     let seed: u64 = args.get("seed", 42);
+    let no_idontwant = args.flag("no-idontwant");
     let mut rng = Rng::new(seed);
 
     let runtimes = [Runtime::new().unwrap(), Runtime::new().unwrap()];
@@ -36,6 +37,11 @@ fn main() {
                 .channel(ChannelConfig::new(1))
                 .rng_seed(seed ^ (i as u64) << 8)
                 .kad(None)
+                .gossip(Some(meshwire::gossip::GossipConfig {
+                    // Diagnostic switch (not part of the standard workload).
+                    idontwant: !no_idontwant,
+                    ..Default::default()
+                }))
                 .limits(PeerLimits {
                     max_inbound: 64,
                     ..PeerLimits::default()

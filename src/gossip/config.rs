@@ -44,6 +44,15 @@ pub struct GossipConfig {
     pub prune_peers: usize,
     /// Messages at least this large get an IDONTWANT to the mesh on receipt.
     pub idontwant_min_size: usize,
+    /// Send IDONTWANT at all (on receipt and at the first fragment).
+    pub idontwant: bool,
+    /// Heartbeats between opportunistic grafting rounds.
+    pub opportunistic_graft_every: u64,
+    /// Below this median mesh score, graft up to two better-scoring peers.
+    pub opportunistic_graft_threshold: f64,
+    /// Eager mesh links that delivered nothing while the topic carried at least this
+    /// many messages in a choke window count a delivery deficit.
+    pub mesh_deficit_min_messages: u32,
     /// Forwarded messages not sent within this are dropped (and counted).
     pub forward_deadline: Duration,
     /// Sign published messages (origin, seqno, signature); `false` = anonymous.
@@ -87,6 +96,10 @@ impl Default for GossipConfig {
             prune_backoff: Duration::from_secs(10),
             prune_peers: 8,
             idontwant_min_size: 1024,
+            idontwant: true,
+            opportunistic_graft_every: 60,
+            opportunistic_graft_threshold: 1.0,
+            mesh_deficit_min_messages: 10,
             forward_deadline: Duration::from_secs(10),
             sign: true,
             choke_window: 10,

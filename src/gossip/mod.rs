@@ -128,6 +128,8 @@ struct Link {
     we_choked: bool,
     first: u32,
     dups: u32,
+    /// We told the peer IDONTWANT in this window: its silence is our doing.
+    hushed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -374,6 +376,9 @@ impl Router {
     /// The first fragment of a large gossip RPC from `from` arrived: if it carries a
     /// message we do not have, tell the mesh not to send us copies.
     pub fn handle_first_fragment(&mut self, from: PeerId, prefix: &[u8], now: Instant) {
+        if !self.config.idontwant {
+            return;
+        }
         let Some(id) = message::peek_first_id(prefix) else {
             return;
         };
@@ -388,6 +393,13 @@ impl Router {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        for t in self.topics.values_mut() {
+            for (p, l) in t.mesh.iter_mut() {
+                if others.contains(p) {
+                    l.hushed = true;
+                }
+            }
+        }
         for p in others {
             self.rpc(p).idontwant.push(wire::IDontWant {
                 ids: vec![id.to_vec()],
@@ -546,7 +558,7 @@ impl Router {
         if let Some(p) = self.peers.get_mut(&from) {
             p.score.first_deliveries += 1.0;
         }
-        let large = msg.data.len() >= self.config.idontwant_min_size;
+        let large = self.config.idontwant && msg.data.len() >= self.config.idontwant_min_size;
         let already_announced = self.incoming.contains(&id);
         let Some(topic) = self.topics.get_mut(&topic_name) else {
             return;
@@ -588,6 +600,13 @@ impl Router {
                 continue;
             }
             if large && !already_announced {
+                let link = self
+                    .topics
+                    .get_mut(&topic_name)
+                    .and_then(|t| t.mesh.get_mut(&p));
+                if let Some(l) = link {
+                    l.hushed = true;
+                }
                 self.rpc(p).idontwant.push(wire::IDontWant {
                     ids: vec![id.to_vec()],
                 });
@@ -788,10 +807,15 @@ impl Router {
             .map(|(n, _)| n.clone())
             .collect();
         let choke_round = self.heartbeats % u64::from(self.config.choke_window.max(1)) == 0;
+        let graft_round = self.heartbeats % self.config.opportunistic_graft_every.max(1) == 0;
         for topic in topics {
             self.maintain_mesh(&topic, now);
             if choke_round {
+                self.score_mesh_deliveries(&topic);
                 self.choke_round(&topic);
+            }
+            if graft_round {
+                self.opportunistic_graft(&topic, now);
             }
             self.emit_gossip(&topic);
         }
@@ -858,6 +882,69 @@ impl Router {
         }
     }
 
+    /// An eager mesh link that delivered nothing in a window in which the topic was
+    /// busy is free-riding: it counts a delivery deficit against its peer's score.
+    fn score_mesh_deliveries(&mut self, topic: &str) {
+        let min = self.config.mesh_deficit_min_messages;
+        let Some(t) = self.topics.get(topic) else {
+            return;
+        };
+        let busy: u32 = t.mesh.values().map(|l| l.first).sum();
+        if busy < min {
+            return;
+        }
+        let idle: Vec<PeerId> = t
+            .mesh
+            .iter()
+            .filter(|(_, l)| !l.we_choked && !l.hushed && l.first == 0 && l.dups == 0)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in idle {
+            if let Some(peer) = self.peers.get_mut(&p) {
+                peer.score.mesh_deficit += 1.0;
+            }
+        }
+    }
+
+    /// If the mesh's median score is low, graft up to two peers that score above it.
+    fn opportunistic_graft(&mut self, topic: &str, now: Instant) {
+        let Some(t) = self.topics.get(topic) else {
+            return;
+        };
+        if t.mesh.is_empty() {
+            return;
+        }
+        let mut scores: Vec<f64> = t.mesh.keys().map(|p| self.score(p)).collect();
+        scores.sort_by(|a, b| a.total_cmp(b));
+        let median = scores[scores.len() / 2];
+        if median >= self.config.opportunistic_graft_threshold {
+            return;
+        }
+        let mut better: Vec<(PeerId, f64)> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                p.topics.contains(topic)
+                    && !t.mesh.contains_key(id)
+                    && t.backoff.get(id).is_none_or(|u| *u <= now)
+            })
+            .map(|(id, p)| (*id, p.score.value(&self.weights)))
+            .filter(|(_, s)| *s > median)
+            .collect();
+        better.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let picks: Vec<PeerId> = better.into_iter().take(2).map(|(p, _)| p).collect();
+        if let Some(t) = self.topics.get_mut(topic) {
+            for p in &picks {
+                t.mesh.entry(*p).or_default();
+            }
+        }
+        for p in picks {
+            self.rpc(p).graft.push(wire::Graft {
+                topic: topic.to_string(),
+            });
+        }
+    }
+
     /// Chokes mesh links that mostly brought duplicates in the last window. The
     /// `d_eager_min` links that delivered first most often always stay eager.
     fn choke_round(&mut self, topic: &str) {
@@ -889,6 +976,7 @@ impl Router {
             }
             l.first = 0;
             l.dups = 0;
+            l.hushed = false;
         }
         for p in chokes {
             self.rpc(p).choke.push(wire::Choke {

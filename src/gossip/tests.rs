@@ -313,3 +313,75 @@ fn messages_reach_every_live_node_after_a_quarter_dies() {
         assert_eq!(got.len(), from_others, "node {i}");
     }
 }
+
+fn lone_router(peers: usize) -> (Router, Vec<PeerId>, Instant) {
+    let now = Instant::now();
+    let config = GossipConfig {
+        opportunistic_graft_every: 1,
+        ..GossipConfig::default()
+    };
+    let mut r = Router::new(config, Some(key(0)), None, Rng::new(1), now);
+    let ids: Vec<PeerId> = (1..=peers).map(|i| key(i).peer_id()).collect();
+    for (i, p) in ids.iter().enumerate() {
+        r.add_peer(*p, IpAddr::from([10, 0, i as u8, 1]), now);
+        let sub = wire::GossipRpc {
+            subscribe: vec!["t".into()],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        r.handle_rpc(*p, &sub, now);
+    }
+    (r, ids, now)
+}
+
+#[test]
+fn a_low_scoring_mesh_grafts_better_peers_opportunistically() {
+    let (mut r, ids, now) = lone_router(4);
+    let t = r.topics.entry("t".into()).or_default();
+    t.subscribed = true;
+    for p in &ids[..2] {
+        t.mesh.insert(*p, Link::default());
+    }
+    // The mesh peers deliver nothing; the outsiders delivered plenty first.
+    for p in &ids[2..] {
+        r.peers.get_mut(p).unwrap().score.first_deliveries = 10.0;
+    }
+    r.opportunistic_graft("t", now);
+    let mesh = r.mesh("t");
+    assert!(ids[2..].iter().all(|p| mesh.contains(p)), "{mesh:?}");
+    while let Some(out) = r.poll_output() {
+        let _ = out;
+    }
+}
+
+#[test]
+fn an_eager_mesh_link_that_never_delivers_counts_a_deficit() {
+    let (mut r, ids, _) = lone_router(3);
+    let t = r.topics.entry("t".into()).or_default();
+    t.subscribed = true;
+    t.mesh.insert(
+        ids[0],
+        Link {
+            first: 12,
+            ..Link::default()
+        },
+    );
+    t.mesh.insert(ids[1], Link::default());
+    t.mesh.insert(
+        ids[2],
+        Link {
+            we_choked: true,
+            ..Link::default()
+        },
+    );
+    r.score_mesh_deliveries("t");
+    assert_eq!(r.peers[&ids[0]].score.mesh_deficit, 0.0);
+    assert_eq!(
+        r.peers[&ids[1]].score.mesh_deficit, 1.0,
+        "eager link delivered nothing"
+    );
+    assert_eq!(
+        r.peers[&ids[2]].score.mesh_deficit, 0.0,
+        "choked links are lazy by design"
+    );
+}
