@@ -34,6 +34,8 @@ use score::{PeerScore, ScoreWeights};
 
 /// The channel gossip RPCs ride on.
 pub const GOSSIP_CHANNEL: u32 = 0xffff_0002;
+/// Longest topic name a peer may subscribe to.
+pub const MAX_TOPIC_LEN: usize = 256;
 /// Ids remembered per peer from its IDONTWANTs.
 const MAX_DONTWANT: usize = 1024;
 /// Heartbeats an IWANT may take before the promise counts as broken.
@@ -441,22 +443,14 @@ impl Router {
         for d in rpc.idontwant {
             self.handle_idontwant(from, d);
         }
-        for c in rpc.choke {
+        let chokes = rpc.choke.into_iter().map(|c| (c.topic, true));
+        for (topic, choked) in chokes.chain(rpc.unchoke.into_iter().map(|u| (u.topic, false))) {
             if let Some(l) = self
                 .topics
-                .get_mut(&c.topic)
+                .get_mut(&topic)
                 .and_then(|t| t.mesh.get_mut(&from))
             {
-                l.choked_by_peer = true;
-            }
-        }
-        for u in rpc.unchoke {
-            if let Some(l) = self
-                .topics
-                .get_mut(&u.topic)
-                .and_then(|t| t.mesh.get_mut(&from))
-            {
-                l.choked_by_peer = false;
+                l.choked_by_peer = choked;
             }
         }
         self.flush(now);
@@ -470,7 +464,8 @@ impl Router {
                 p.topics.remove(t);
             }
             for t in &rpc.subscribe {
-                if p.topics.len() >= max && !p.topics.contains(t) {
+                let full = p.topics.len() >= max && !p.topics.contains(t);
+                if full || t.len() > MAX_TOPIC_LEN {
                     too_many = true;
                     break;
                 }
@@ -483,7 +478,7 @@ impl Router {
             }
         }
         if too_many {
-            self.penalize(from, "too many topics", 1.0);
+            self.penalize(from, "too many or too long topics", 1.0);
         }
         // A new subscriber to a topic whose mesh is short: graft it now, not at the
         // next heartbeat, so a network forms quickly.

@@ -385,3 +385,30 @@ fn an_eager_mesh_link_that_never_delivers_counts_a_deficit() {
         "choked links are lazy by design"
     );
 }
+
+#[test]
+fn subscriptions_are_bounded_in_count_and_name_length() {
+    let (mut r, ids, now) = lone_router(1);
+    let long = wire::GossipRpc {
+        subscribe: vec!["x".repeat(MAX_TOPIC_LEN + 1)],
+        ..Default::default()
+    };
+    r.handle_rpc(ids[0], &long.encode_to_vec(), now);
+    assert!(!r.peers[&ids[0]]
+        .topics
+        .iter()
+        .any(|t| t.len() > MAX_TOPIC_LEN));
+    let many = wire::GossipRpc {
+        subscribe: (0..100).map(|i| format!("topic {i}")).collect(),
+        ..Default::default()
+    };
+    r.handle_rpc(ids[0], &many.encode_to_vec(), now);
+    assert!(r.peers[&ids[0]].topics.len() <= GossipConfig::default().max_topics_per_peer);
+    let mut penalties = 0;
+    while let Some(out) = r.poll_output() {
+        if matches!(out, GossipOutput::Penalize { .. }) {
+            penalties += 1;
+        }
+    }
+    assert_eq!(penalties, 2);
+}
