@@ -166,6 +166,8 @@ pub struct Kademlia {
     table: RoutingTable,
     lookups: HashMap<LookupId, RunningLookup>,
     pending: HashMap<u64, Pending>,
+    /// The pending requests' deadlines, in order: the next one without a scan.
+    deadlines: std::collections::BTreeSet<(Instant, u64)>,
     providers: ProviderStore,
     provided: HashMap<Key, Instant>,
     rates: HashMap<PeerId, RpcBucket>,
@@ -198,6 +200,7 @@ impl Kademlia {
             config,
             lookups: HashMap::new(),
             pending: HashMap::new(),
+            deadlines: std::collections::BTreeSet::new(),
             provided: HashMap::new(),
             rates: HashMap::new(),
             verified: HashMap::new(),
@@ -411,11 +414,11 @@ impl Kademlia {
     }
 
     fn handle_response(&mut self, from: PeerId, resp: wire::KadResponse, now: Instant) {
-        let Some(pending) = self.pending.remove(&resp.id) else {
+        let Some(pending) = self.untrack(resp.id) else {
             return; // late or unknown: harmless
         };
         if pending.peer != from {
-            self.pending.insert(resp.id, pending);
+            self.track(resp.id, pending);
             return self.misbehaved(from, "answer to a request sent elsewhere");
         }
         if self.learn_sender(from, resp.sender, now).is_err() {
@@ -623,11 +626,12 @@ impl Kademlia {
         now: Instant,
     ) {
         let id = self.rng.next_u64();
-        self.pending.insert(
+        let deadline = now + self.config.request_timeout;
+        self.track(
             id,
             Pending {
                 peer,
-                deadline: now + self.config.request_timeout,
+                deadline,
                 lookup,
                 table_ping,
             },
@@ -646,7 +650,7 @@ impl Kademlia {
     }
 
     fn fail_request(&mut self, id: u64, now: Instant) {
-        let Some(p) = self.pending.remove(&id) else {
+        let Some(p) = self.untrack(id) else {
             return;
         };
         if p.table_ping {
@@ -665,11 +669,24 @@ impl Kademlia {
 
     // ------------------------------------------------------------ time
 
+    fn track(&mut self, id: u64, p: Pending) {
+        self.deadlines.insert((p.deadline, id));
+        if let Some(old) = self.pending.insert(id, p) {
+            self.deadlines.remove(&(old.deadline, id));
+        }
+    }
+
+    fn untrack(&mut self, id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        self.deadlines.remove(&(p.deadline, id));
+        Some(p)
+    }
+
     /// When [`Kademlia::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut at = self.next_refresh;
-        for p in self.pending.values() {
-            at = at.min(p.deadline);
+        if let Some((first, _)) = self.deadlines.first() {
+            at = at.min(*first);
         }
         if let Some(t) = self.table.next_ping_deadline() {
             at = at.min(t);
@@ -683,10 +700,10 @@ impl Kademlia {
     /// Request timeouts, evict-pings, provider expiry, republishing and refresh.
     pub fn handle_timeout(&mut self, now: Instant) {
         let overdue: Vec<u64> = self
-            .pending
+            .deadlines
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, id)| *id)
             .collect();
         for id in overdue {
             self.fail_request(id, now);

@@ -304,7 +304,7 @@ fn forged_and_replayed_records_are_rejected_and_reported() {
     // The liar answers a request from `asker` with a forged record of the victim.
     let req_id = 777;
     let liar_peer = net.id(liar);
-    net.nodes[asker].pending.insert(
+    net.nodes[asker].track(
         req_id,
         Pending {
             peer: liar_peer,
