@@ -83,6 +83,12 @@ pub struct SocketOptions {
     pub notsent_lowat: Option<u32>,
     /// Listen backlog.
     pub backlog: i32,
+    /// TCP keepalive: idle time before the first probe (probes then every 10 s, 3
+    /// of them); `None` turns it off.
+    pub keepalive: Option<Duration>,
+    /// `TCP_USER_TIMEOUT` (Linux): written data unacknowledged for this long ends the
+    /// connection in the kernel, whatever the peer advertises.
+    pub user_timeout: Option<Duration>,
 }
 
 impl Default for SocketOptions {
@@ -92,6 +98,8 @@ impl Default for SocketOptions {
             recv_buffer: Some(DEFAULT_RECV_BUFFER),
             notsent_lowat: Some(DEFAULT_NOTSENT_LOWAT),
             backlog: 1024,
+            keepalive: Some(Duration::from_secs(30)),
+            user_timeout: Some(Duration::from_secs(60)),
         }
     }
 }

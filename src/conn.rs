@@ -83,6 +83,9 @@ pub struct Connection {
     done: Option<DisconnectReason>,
     /// Our own close in progress, and when we stop waiting for the peer's.
     local_close: Option<(LocalClose, Instant)>,
+    /// Once over: when output the peer has not taken is given up, so a peer that
+    /// stops reading cannot keep the connection (and its slot) forever.
+    drop_at: Option<Instant>,
 }
 
 impl Connection {
@@ -131,6 +134,7 @@ impl Connection {
             events: VecDeque::new(),
             done: None,
             local_close: None,
+            drop_at: None,
         };
         conn.collect_handshake_output();
         conn
@@ -291,9 +295,11 @@ impl Connection {
                     .events
                     .push_back(ConnEvent::FirstFragment { channel, data }),
                 MuxEvent::RemoteClose(reason) => {
-                    // Answer with our own Close; what was queued for the peer stays
-                    // available through take_unsent.
-                    open.mux.close(LocalClose::Shutdown.wire_reason(), false);
+                    // Answer with our own Close. A graceful close of ours keeps
+                    // flushing (the peer reads until our Close); otherwise what was
+                    // queued stays available through take_unsent.
+                    let flush = open.mux.is_flushing();
+                    open.mux.close(LocalClose::Shutdown.wire_reason(), flush);
                     if self.local_close.is_none() {
                         self.done = Some(DisconnectReason::Remote(reason));
                     }
@@ -428,8 +434,38 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// Arms the hard deadline of a connection that is over.
+    fn arm_drop(&mut self, now: Instant) {
+        if self.done.is_some() && self.drop_at.is_none() {
+            self.drop_at = Some(now + LINGER);
+        }
+    }
+
+    /// Caps the bytes this connection may hold for messages still arriving.
+    pub fn set_reassembly_limit(&mut self, bytes: usize) {
+        if let Some(mux) = self.mux() {
+            mux.set_reassembly_limit(bytes);
+        }
+    }
+
+    /// Bytes held now for messages still arriving.
+    pub fn reassembly_bytes(&self) -> usize {
+        match &self.state {
+            State::Open(open) => open.mux.reassembly_bytes(),
+            State::Handshaking(_) => 0,
+        }
+    }
+
+    /// Accepts data from the peer on these channels only (see [`Mux::restrict_to`]).
+    pub fn restrict_to(&mut self, channels: &[ChannelId]) {
+        if let Some(mux) = self.mux() {
+            mux.restrict_to(channels);
+        }
+    }
+
     /// Bytes to write now; sealing new frames when the previous ones are written.
     pub fn poll_transmit(&mut self, now: Instant) -> &[u8] {
+        self.arm_drop(now);
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
@@ -487,7 +523,7 @@ impl Connection {
     /// When [`Connection::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.done.is_some() {
-            return None;
+            return self.drop_at.filter(|_| self.out_pos < self.out.len());
         }
         let t = match &self.state {
             State::Handshaking(hs) => hs.poll_timeout(),
@@ -499,9 +535,15 @@ impl Connection {
         }
     }
 
-    /// Handles deadlines: handshake timeout, keepalive, linger.
+    /// Handles deadlines: handshake timeout, keepalive, stall, linger, and the hard
+    /// deadline after the end.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.done.is_some() {
+            self.arm_drop(now);
+            if self.drop_at.is_some_and(|at| now >= at) {
+                // The peer did not take the rest in time: give it up.
+                self.out_pos = self.out.len();
+            }
             return;
         }
         if let Some((_, linger)) = self.local_close {
@@ -512,13 +554,17 @@ impl Connection {
         }
         let result = match &mut self.state {
             State::Handshaking(hs) => hs.handle_timeout(now).map_err(DisconnectReason::Handshake),
-            State::Open(open) => open
-                .mux
-                .handle_timeout(now)
-                .map_err(DisconnectReason::Protocol),
+            State::Open(open) => match open.mux.handle_timeout(now) {
+                Err(e) => Err(DisconnectReason::Protocol(e)),
+                Ok(()) if open.mux.is_stalled(now) => {
+                    Err(DisconnectReason::Local(LocalClose::Stalled))
+                }
+                Ok(()) => Ok(()),
+            },
         };
         if let Err(reason) = result {
             self.finish(reason, now);
+            self.arm_drop(now);
         }
     }
 
@@ -527,3 +573,7 @@ impl Connection {
         self.mux().map(|m| m.take_unsent()).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -260,6 +260,14 @@ pub enum MuxError {
     },
     /// The peer did not answer a ping in time.
     PingTimeout,
+    /// A message would take reassembly memory beyond this node's budget.
+    ReassemblyBudget {
+        /// Channel id.
+        channel: u32,
+    },
+    /// A packet on a channel this connection may not use (e.g. an application
+    /// channel on a lookup-only connection).
+    ChannelNotAllowed(u32),
 }
 
 impl fmt::Display for MuxError {
@@ -274,6 +282,12 @@ impl fmt::Display for MuxError {
                 write!(f, "peer exceeded its receive credit on channel {channel}")
             }
             MuxError::PingTimeout => f.write_str("no pong before the ping timeout"),
+            MuxError::ReassemblyBudget { channel } => {
+                write!(f, "message on channel {channel} exceeds the reassembly budget")
+            }
+            MuxError::ChannelNotAllowed(c) => {
+                write!(f, "packet on channel {c}, not allowed on this connection")
+            }
         }
     }
 }
@@ -353,6 +367,8 @@ pub enum LocalClose {
     TooManyPeers,
     /// Our Close went out but the peer never closed its side.
     LingerTimeout,
+    /// The peer took nothing from a full send queue for longer than the stall timeout.
+    Stalled,
 }
 
 impl LocalClose {
@@ -365,6 +381,7 @@ impl LocalClose {
             LocalClose::Duplicate => W::Duplicate,
             LocalClose::Banned => W::Banned,
             LocalClose::TooManyPeers => W::TooManyPeers,
+            LocalClose::Stalled => W::Timeout,
         }) as i32
     }
 }
@@ -376,6 +393,7 @@ impl DisconnectReason {
             DisconnectReason::Handshake(_) => "handshake",
             DisconnectReason::Frame(_) => "frame",
             DisconnectReason::Protocol(MuxError::PingTimeout) => "ping_timeout",
+            DisconnectReason::Protocol(MuxError::ReassemblyBudget { .. }) => "reassembly_budget",
             DisconnectReason::Protocol(_) => "protocol",
             DisconnectReason::Remote(_) => "remote_close",
             DisconnectReason::Eof => "eof",
@@ -383,6 +401,7 @@ impl DisconnectReason {
             DisconnectReason::Local(LocalClose::Duplicate) => "duplicate",
             DisconnectReason::Local(LocalClose::Banned) => "banned",
             DisconnectReason::Local(LocalClose::TooManyPeers) => "too_many_peers",
+            DisconnectReason::Local(LocalClose::Stalled) => "stalled",
             DisconnectReason::Local(_) => "local",
         }
     }
@@ -396,6 +415,7 @@ impl DisconnectReason {
                 | DisconnectReason::Protocol(MuxError::UnknownChannel(_))
                 | DisconnectReason::Protocol(MuxError::MessageTooLarge { .. })
                 | DisconnectReason::Protocol(MuxError::CreditExceeded { .. })
+                | DisconnectReason::Protocol(MuxError::ChannelNotAllowed(_))
         )
     }
 }

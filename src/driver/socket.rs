@@ -60,6 +60,20 @@ fn apply_buffers(sock: &SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
     if let Some(n) = opts.notsent_lowat {
         sock.set_tcp_notsent_lowat(n)?;
     }
+    // A peer that vanishes or advertises a zero window forever is noticed by the
+    // kernel too, not only by our keepalive and stall timers.
+    if let Some(idle) = opts.keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(std::time::Duration::from_secs(10));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let ka = ka.with_retries(3);
+        sock.set_tcp_keepalive(&ka)?;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(t) = opts.user_timeout {
+        sock.set_tcp_user_timeout(Some(t))?;
+    }
     Ok(())
 }
 

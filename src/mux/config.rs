@@ -9,6 +9,10 @@ pub type ChannelId = u32;
 pub const DEFAULT_FRAGMENT: usize = 16 * 1024;
 /// Fragment payload while a channel of higher priority has data waiting.
 pub const DEFAULT_SMALL_FRAGMENT: usize = 1024;
+/// Default bytes a channel's send queue to one peer may hold.
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = 16 << 20;
+/// Default time a send queue may stay refusing (full) while the peer takes nothing.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default keepalive ping interval.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Default time to wait for a pong before dropping the peer.
@@ -24,6 +28,9 @@ pub struct ChannelConfig {
     pub priority: u32,
     /// Messages that may wait in the send queue to one peer; a send beyond is refused.
     pub send_queue_capacity: usize,
+    /// Bytes that may wait in the send queue to one peer; a send beyond is refused
+    /// (a single message always fits in an empty queue).
+    pub send_queue_bytes: usize,
     /// Largest message, sent or received.
     pub max_message_size: usize,
     /// Bytes the peer may have in flight to us on this channel before the application
@@ -34,13 +41,14 @@ pub struct ChannelConfig {
 }
 
 impl ChannelConfig {
-    /// A channel with priority 1, a queue of 1024 messages, 4 MiB messages and an
-    /// 8 MiB receive window.
+    /// A channel with priority 1, a queue of 1024 messages or 16 MiB, 4 MiB messages
+    /// and an 8 MiB receive window.
     pub fn new(id: ChannelId) -> Self {
         ChannelConfig {
             id,
             priority: 1,
             send_queue_capacity: 1024,
+            send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
             max_message_size: 4 << 20,
             recv_window: 8 << 20,
             announce_first_fragment: false,
@@ -63,6 +71,12 @@ impl ChannelConfig {
     /// Sets the send queue capacity in messages.
     pub fn send_queue_capacity(mut self, messages: usize) -> Self {
         self.send_queue_capacity = messages.max(1);
+        self
+    }
+
+    /// Sets the send queue capacity in bytes.
+    pub fn send_queue_bytes(mut self, bytes: usize) -> Self {
+        self.send_queue_bytes = bytes.max(1);
         self
     }
 
@@ -106,6 +120,9 @@ pub struct MuxConfig {
     pub send_rate: Option<RateLimit>,
     /// Receive rate limit of the connection (off by default).
     pub recv_rate: Option<RateLimit>,
+    /// A connection whose send queue refused a message and then sent nothing for
+    /// this long is closed ([`crate::LocalClose::Stalled`]).
+    pub stall_timeout: Duration,
 }
 
 impl Default for MuxConfig {
@@ -118,6 +135,7 @@ impl Default for MuxConfig {
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             send_rate: None,
             recv_rate: None,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }

@@ -89,6 +89,15 @@ pub struct Mux {
     events: VecDeque<MuxEvent>,
     closing: Closing,
     remote_closed: bool,
+    /// Channels the peer may send on; `None` = all we serve.
+    allowed: Option<Vec<ChannelId>>,
+    /// Bytes this connection may hold for messages still arriving.
+    reassembly_limit: usize,
+    /// A send was refused for a full queue since the last timeout.
+    refused: bool,
+    /// Since when sends are refused and nothing left the queues.
+    stalled_since: Option<Instant>,
+    stall_timeout: Duration,
 }
 
 impl Mux {
@@ -116,7 +125,44 @@ impl Mux {
             events: VecDeque::new(),
             closing: Closing::Open,
             remote_closed: false,
+            allowed: None,
+            reassembly_limit: usize::MAX,
+            refused: false,
+            stalled_since: None,
+            stall_timeout: config.stall_timeout,
         }
+    }
+
+    /// Accepts data from the peer on these channels only; a packet on any other is
+    /// [`MuxError::ChannelNotAllowed`]. Credit for the others is withdrawn.
+    pub fn restrict_to(&mut self, channels: &[ChannelId]) {
+        for r in &mut self.recv {
+            if !channels.contains(&r.id()) {
+                r.to_grant = 0;
+            }
+        }
+        self.allowed = Some(channels.to_vec());
+    }
+
+    /// Caps the bytes held for messages still arriving (all channels together).
+    pub fn set_reassembly_limit(&mut self, bytes: usize) {
+        self.reassembly_limit = bytes;
+    }
+
+    /// Bytes held now for messages still arriving.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.recv.iter().map(RecvChannel::reassembly_bytes).sum()
+    }
+
+    /// Bytes waiting in the send queues.
+    pub fn queued_bytes(&self) -> usize {
+        self.send.iter().map(SendChannel::queued_bytes).sum()
+    }
+
+    /// Whether sends were refused and nothing was sent for the stall timeout.
+    pub fn is_stalled(&self, now: Instant) -> bool {
+        self.stalled_since
+            .is_some_and(|since| now >= since + self.stall_timeout)
     }
 
     fn index(&self, channel: ChannelId) -> Option<usize> {
@@ -139,7 +185,11 @@ impl Mux {
         let i = self
             .index(channel)
             .ok_or(SendError::UnknownChannel(channel))?;
-        self.send[i].push(data, opts)
+        let result = self.send[i].push(data, opts);
+        if result == Err(SendError::Full) {
+            self.refused = true;
+        }
+        result
     }
 
     /// Messages waiting in `channel`'s send queue.
@@ -172,6 +222,11 @@ impl Mux {
                 Closing::Now(reason)
             };
         }
+    }
+
+    /// Whether a graceful close is sending what is queued.
+    pub fn is_flushing(&self) -> bool {
+        matches!(self.closing, Closing::Flush(_))
     }
 
     /// Whether our Close packet went out.
@@ -238,12 +293,22 @@ impl Mux {
                     let i = self
                         .index(channel)
                         .ok_or(MuxError::UnknownChannel(channel))?;
-                    if total_len > 0 && self.recv[i].announce_first {
+                    if self.allowed.as_ref().is_some_and(|a| !a.contains(&channel)) {
+                        return Err(MuxError::ChannelNotAllowed(channel));
+                    }
+                    // Only a fragment that really starts a multi-fragment message is
+                    // announced; `total_len` elsewhere is ignored.
+                    let first = self.recv[i].at_message_start() && !eof && total_len > 0;
+                    let room = self
+                        .reassembly_limit
+                        .saturating_sub(self.reassembly_bytes());
+                    let complete = self.recv[i].on_fragment(eof, data, total_len, room)?;
+                    if first && self.recv[i].announce_first {
                         let data = data[..data.len().min(256)].to_vec();
                         self.events
                             .push_back(MuxEvent::FirstFragment { channel, data });
                     }
-                    if let Some(msg) = self.recv[i].on_fragment(eof, data, total_len)? {
+                    if let Some(msg) = complete {
                         let counters = &mut self.send[i].counters;
                         counters.recv_msgs += 1;
                         counters.recv_bytes += msg.len() as u64;
@@ -283,11 +348,22 @@ impl Mux {
         if let Some(ready) = self.recv_bucket.as_ref().and_then(|b| b.ready_at()) {
             at = at.min(ready);
         }
+        if let Some(since) = self.stalled_since {
+            at = at.min(since + self.stall_timeout);
+        }
         Some(at)
     }
 
-    /// Runs keepalive: queues a ping when due, fails when a pong is overdue.
+    /// Runs keepalive: queues a ping when due, fails when a pong is overdue. Also
+    /// starts the stall clock when sends were refused, and drops expired messages
+    /// even while the socket takes nothing.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), MuxError> {
+        if std::mem::take(&mut self.refused) && self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+        for c in &mut self.send {
+            c.drop_expired(now);
+        }
         if let Some((_, deadline)) = self.awaiting_pong {
             if now >= deadline {
                 return Err(MuxError::PingTimeout);
@@ -388,6 +464,8 @@ impl Mux {
             if self.send[pick].write_fragment(out, limit).is_none() {
                 return;
             }
+            // The peer takes data: not stalled.
+            self.stalled_since = None;
             self.send[pick].last_sent = Some(now);
             if let Some(b) = &mut self.send_bucket {
                 b.spend(out.len() - before);

@@ -39,13 +39,25 @@ impl RecvChannel {
         self.id
     }
 
+    /// Whether the next fragment starts a message.
+    pub(crate) fn at_message_start(&self) -> bool {
+        self.partial.is_empty()
+    }
+
+    /// Bytes held for messages still arriving.
+    pub(crate) fn reassembly_bytes(&self) -> usize {
+        self.partial.capacity()
+    }
+
     /// Adds a fragment; returns the message when `eof` completes one. `total_len`, on
-    /// a first fragment, announces the whole size.
+    /// a first fragment, announces the whole size. `room` is what the connection may
+    /// still allocate for reassembly; anything beyond it is refused before allocating.
     pub(crate) fn on_fragment(
         &mut self,
         eof: bool,
         data: &[u8],
         total_len: u64,
+        room: usize,
     ) -> Result<Option<Vec<u8>>, MuxError> {
         self.received += data.len() as u64;
         if self.received > self.granted {
@@ -58,14 +70,23 @@ impl RecvChannel {
         if self.partial.len() + data.len() > self.max_message_size {
             return Err(too_large);
         }
+        let budget = MuxError::ReassemblyBudget { channel: self.id };
         if self.partial.is_empty() && !eof && total_len > 0 {
             if total_len > self.max_message_size as u64 {
                 return Err(too_large);
+            }
+            if total_len as usize > room {
+                return Err(budget);
             }
             // Exact allocation: no regrowth copies while the fragments arrive.
             self.partial.reserve_exact(total_len as usize);
         }
         if !eof {
+            let grow = (self.partial.len() + data.len()).saturating_sub(self.partial.capacity());
+            if grow > room {
+                return Err(budget);
+            }
+            self.partial.reserve_exact(grow);
             self.partial.extend_from_slice(data);
             return Ok(None);
         }

@@ -45,6 +45,8 @@ pub struct ChannelCounters {
 pub(crate) struct SendChannel {
     pub(crate) config: ChannelConfig,
     queue: VecDeque<OutMsg>,
+    /// Bytes of the queued messages not yet sent.
+    queued_bytes: usize,
     pub(crate) credit: u64,
     /// Bytes sent recently, decaying; divided by priority it orders the channels.
     pub(crate) recent: f64,
@@ -60,6 +62,7 @@ impl SendChannel {
         SendChannel {
             config,
             queue: VecDeque::new(),
+            queued_bytes: 0,
             credit: 0,
             recent: 0.0,
             dequeued: 0,
@@ -81,6 +84,11 @@ impl SendChannel {
                 .iter_mut()
                 .find(|m| m.offset == 0 && m.opts.replace_key == Some(key));
             if let Some(old) = waiting {
+                let grown = self.queued_bytes - old.data.len() + data.len();
+                if grown > self.config.send_queue_bytes {
+                    return Err(SendError::Full);
+                }
+                self.queued_bytes = grown;
                 *old = OutMsg {
                     data,
                     offset: 0,
@@ -91,9 +99,13 @@ impl SendChannel {
                 return Ok(());
             }
         }
-        if self.queue.len() >= self.config.send_queue_capacity {
+        // Bounded in messages and in bytes; one message always fits in an empty queue.
+        let bytes_full = !self.queue.is_empty()
+            && self.queued_bytes + data.len() > self.config.send_queue_bytes;
+        if self.queue.len() >= self.config.send_queue_capacity || bytes_full {
             return Err(SendError::Full);
         }
+        self.queued_bytes += data.len();
         self.queue.push_back(OutMsg {
             data,
             offset: 0,
@@ -110,12 +122,24 @@ impl SendChannel {
         self.queue.len()
     }
 
+    /// Bytes waiting to be sent.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// Drops waiting messages whose deadline passed; a message already partly sent
     /// is finished, since the peer holds its first fragments.
     pub(crate) fn drop_expired(&mut self, now: Instant) {
         let before = self.queue.len();
-        self.queue
-            .retain(|m| m.offset > 0 || m.opts.deadline.is_none_or(|d| d > now));
+        let mut freed = 0;
+        self.queue.retain(|m| {
+            let keep = m.offset > 0 || m.opts.deadline.is_none_or(|d| d > now);
+            if !keep {
+                freed += m.data.len();
+            }
+            keep
+        });
+        self.queued_bytes -= freed;
         let dropped = before - self.queue.len();
         self.counters.expired += dropped as u64;
         self.dequeued += dropped as u32;
@@ -163,6 +187,7 @@ impl SendChannel {
             total_len,
         );
         msg.offset += n;
+        self.queued_bytes -= n;
         self.credit -= n as u64;
         self.recent += n as f64;
         self.counters.sent_bytes += n as u64;
@@ -179,6 +204,8 @@ impl SendChannel {
     pub(crate) fn take_unsent(&mut self) -> Vec<OutMsg> {
         let started = self.queue.front().is_some_and(|m| m.offset > 0);
         let keep = usize::from(started);
-        self.queue.drain(keep..).collect()
+        let taken: Vec<OutMsg> = self.queue.drain(keep..).collect();
+        self.queued_bytes -= taken.iter().map(|m| m.data.len()).sum::<usize>();
+        taken
     }
 }
