@@ -22,6 +22,8 @@ pub const DEFAULT_MAX_PER_IP: usize = 4;
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default ban duration.
 pub const DEFAULT_BAN_DURATION: Duration = Duration::from_secs(600);
+/// Default bytes held for messages still arriving, all connections together.
+pub const DEFAULT_REASSEMBLY_BUDGET: usize = 64 << 20;
 /// Default capacity of the event queue to the application, in events.
 pub const DEFAULT_EVENT_QUEUE: usize = 4096;
 
@@ -48,6 +50,18 @@ pub struct PeerLimits {
     pub redial_base: Duration,
     /// Longest redial delay.
     pub redial_max: Duration,
+    /// New inbound handshakes accepted per subnet (/24 for IPv4, /64 for IPv6);
+    /// `None` = unlimited. Refused at accept, before any key agreement.
+    pub handshake_rate: Option<HandshakeRate>,
+}
+
+/// A token bucket of new handshakes per subnet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HandshakeRate {
+    /// Sustained handshakes per second.
+    pub per_sec: f64,
+    /// Burst.
+    pub burst: f64,
 }
 
 impl Default for PeerLimits {
@@ -63,6 +77,10 @@ impl Default for PeerLimits {
             score_half_life: Duration::from_secs(600),
             redial_base: Duration::from_secs(1),
             redial_max: Duration::from_secs(120),
+            handshake_rate: Some(HandshakeRate {
+                per_sec: 50.0,
+                burst: 100.0,
+            }),
         }
     }
 }
@@ -157,6 +175,9 @@ pub struct NodeConfig {
     pub max_lookup_conns: usize,
     /// Capacity of the application's event queue.
     pub event_queue: usize,
+    /// Bytes all connections together may hold for messages still arriving; a
+    /// message beyond is refused (its connection closed) rather than allocated.
+    pub reassembly_budget: usize,
     /// Seed of the node's protocol randomness (jitter, sampling, ping nonces).
     pub seed: u64,
 }
@@ -183,6 +204,7 @@ impl NodeConfig {
             lookup_idle: Duration::from_secs(5),
             max_lookup_conns: 64,
             event_queue: DEFAULT_EVENT_QUEUE,
+            reassembly_budget: DEFAULT_REASSEMBLY_BUDGET,
             seed: 42,
         }
     }

@@ -86,6 +86,8 @@ pub struct Connection {
     /// Once over: when output the peer has not taken is given up, so a peer that
     /// stops reading cannot keep the connection (and its slot) forever.
     drop_at: Option<Instant>,
+    /// Bytes this connection may hold for messages still arriving.
+    reassembly_limit: usize,
 }
 
 impl Connection {
@@ -135,6 +137,7 @@ impl Connection {
             done: None,
             local_close: None,
             drop_at: None,
+            reassembly_limit: usize::MAX,
         };
         conn.collect_handshake_output();
         conn
@@ -246,6 +249,7 @@ impl Connection {
             opener: est.opener,
             mux: Mux::new(&self.mux_config, now, self.ping_seed),
         });
+        open.mux.set_reassembly_limit(self.reassembly_limit);
         // Early frames that came with the last handshake message; they fit, since the
         // opener buffers at least a whole frame and the scratch is smaller.
         let early = &self.scratch[used..n];
@@ -443,6 +447,7 @@ impl Connection {
 
     /// Caps the bytes this connection may hold for messages still arriving.
     pub fn set_reassembly_limit(&mut self, bytes: usize) {
+        self.reassembly_limit = bytes;
         if let Some(mux) = self.mux() {
             mux.set_reassembly_limit(bytes);
         }

@@ -40,8 +40,7 @@ fn established_pair() -> (Connection, Connection, Instant, SystemRandom) {
     let hs = Arc::new(HandshakeConfig::new("conn-test"));
     let a_key = Arc::new(Keypair::generate().unwrap());
     let b_key = Arc::new(Keypair::generate().unwrap());
-    let mut a =
-        Connection::outbound(hs.clone(), a_key, None, mux_config(), now, &rng, 1).unwrap();
+    let mut a = Connection::outbound(hs.clone(), a_key, None, mux_config(), now, &rng, 1).unwrap();
     let mut b = Connection::inbound(hs, b_key, mux_config(), now, 2);
     while carry(&mut a, &mut b, now, &rng) + carry(&mut b, &mut a, now, &rng) > 0 {}
     assert!(a.is_established() && b.is_established());

@@ -283,7 +283,10 @@ impl fmt::Display for MuxError {
             }
             MuxError::PingTimeout => f.write_str("no pong before the ping timeout"),
             MuxError::ReassemblyBudget { channel } => {
-                write!(f, "message on channel {channel} exceeds the reassembly budget")
+                write!(
+                    f,
+                    "message on channel {channel} exceeds the reassembly budget"
+                )
             }
             MuxError::ChannelNotAllowed(c) => {
                 write!(f, "packet on channel {c}, not allowed on this connection")

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::{PeerLimits, PersistentPeer};
+use crate::config::{HandshakeRate, PeerLimits, PersistentPeer};
 use crate::conn::Direction;
 use crate::identity::PeerId;
 use crate::rng::Rng;
@@ -13,6 +13,8 @@ use crate::rng::Rng;
 const MAX_SCORED: usize = 4096;
 /// Most bans remembered; the earliest to expire go first.
 const MAX_BANS: usize = 4096;
+/// Most subnets whose handshake rate is tracked; the fullest buckets go first.
+const MAX_RATE_SUBNETS: usize = 4096;
 
 /// What a connection holds in the peer manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,10 @@ pub enum Refusal {
     TooManyOutbound,
     /// The per-IP limit is reached.
     TooManyFromIp,
+    /// The address is banned.
+    BannedIp,
+    /// Too many new handshakes from the address's subnet lately.
+    HandshakeRate,
 }
 
 impl Refusal {
@@ -50,6 +56,8 @@ impl Refusal {
             Refusal::TooManyPending => "max_pending",
             Refusal::TooManyOutbound => "max_outbound",
             Refusal::TooManyFromIp => "per_ip",
+            Refusal::BannedIp => "banned_ip",
+            Refusal::HandshakeRate => "handshake_rate",
         }
     }
 }
@@ -79,6 +87,9 @@ pub struct PeerManager {
     per_ip: HashMap<IpAddr, usize>,
     scores: HashMap<PeerId, Score>,
     bans: HashMap<PeerId, Instant>,
+    ip_bans: HashMap<IpAddr, Instant>,
+    /// New inbound handshakes per subnet: (tokens, last update).
+    handshake_rate: HashMap<[u8; 8], (f64, Instant)>,
     persistent: Vec<Persistent>,
     rng: Rng,
 }
@@ -99,6 +110,8 @@ impl PeerManager {
             per_ip: HashMap::new(),
             scores: HashMap::new(),
             bans: HashMap::new(),
+            ip_bans: HashMap::new(),
+            handshake_rate: HashMap::new(),
             persistent: persistent
                 .into_iter()
                 .map(|peer| Persistent {
@@ -111,6 +124,65 @@ impl PeerManager {
                 .collect(),
             rng,
         }
+    }
+
+    /// Admits an accepted connection before any handshake work: refuses banned
+    /// addresses and subnets (/24, /64) over their handshake rate, then takes a
+    /// pending slot as [`PeerManager::admit`] does.
+    pub fn admit_inbound(&mut self, ip: IpAddr, now: Instant) -> Result<Slot, Refusal> {
+        match self.ip_bans.get(&ip) {
+            Some(&until) if until > now => return Err(Refusal::BannedIp),
+            Some(_) => {
+                self.ip_bans.remove(&ip);
+            }
+            None => {}
+        }
+        if let Some(limit) = self.limits.handshake_rate {
+            if !self.take_handshake_token(ip, limit, now) {
+                return Err(Refusal::HandshakeRate);
+            }
+        }
+        self.admit(Direction::Inbound, ip)
+    }
+
+    fn take_handshake_token(&mut self, ip: IpAddr, limit: HandshakeRate, now: Instant) -> bool {
+        let net = rate_subnet(ip);
+        if self.handshake_rate.len() >= MAX_RATE_SUBNETS && !self.handshake_rate.contains_key(&net)
+        {
+            let burst = limit.burst;
+            self.handshake_rate.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * limit.per_sec < burst
+            });
+            if self.handshake_rate.len() >= MAX_RATE_SUBNETS {
+                return false;
+            }
+        }
+        let (tokens, at) = self.handshake_rate.entry(net).or_insert((limit.burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * limit.per_sec)
+            .min(limit.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Refuses inbound connections from `ip` until `now + duration`.
+    pub fn ban_ip(&mut self, ip: IpAddr, duration: Duration, now: Instant) {
+        if self.ip_bans.len() >= MAX_BANS && !self.ip_bans.contains_key(&ip) {
+            self.ip_bans.retain(|_, until| *until > now);
+            if self.ip_bans.len() >= MAX_BANS {
+                return;
+            }
+        }
+        self.ip_bans.insert(ip, now + duration);
+    }
+
+    /// How long a ban lasts.
+    pub fn ban_duration(&self) -> Duration {
+        self.limits.ban_duration
     }
 
     /// Admits a connection: an inbound one at accept takes a pending slot (it may
@@ -315,6 +387,22 @@ impl PeerManager {
     }
 }
 
+/// The subnet a handshake rate applies to: the /24 of an IPv4 address, the /64 of an
+/// IPv6 one (one site's addresses).
+fn rate_subnet(ip: IpAddr) -> [u8; 8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            [4, o[0], o[1], o[2], 0, 0, 0, 0]
+        }
+        IpAddr::V6(v6) => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v6.octets()[..8]);
+            b
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +467,35 @@ mod tests {
             Err(Refusal::TooManyOutbound)
         );
         assert_eq!(m.slots(), (0, 10));
+    }
+
+    #[test]
+    fn banned_ips_and_handshake_floods_are_refused_at_accept() {
+        let (mut m, now) = manager(PeerLimits::default());
+        let limit = PeerLimits::default().handshake_rate.unwrap();
+        let mut admitted = 0;
+        for i in 0..1000 {
+            // One /24, many addresses: the rate is per subnet, not per address.
+            let a = ip(&format!("10.9.9.{}", i % 250));
+            match m.admit_inbound(a, now) {
+                Ok(slot) => {
+                    admitted += 1;
+                    m.release(slot, a);
+                }
+                Err(r) => assert_eq!(r, Refusal::HandshakeRate),
+            }
+        }
+        assert_eq!(admitted, limit.burst as usize);
+        // Another subnet is not affected; the first refills with time.
+        assert!(m.admit_inbound(ip("10.9.10.1"), now).is_ok());
+        assert!(m
+            .admit_inbound(ip("10.9.9.1"), now + Duration::from_secs(1))
+            .is_ok());
+        m.ban_ip(ip("10.8.0.1"), Duration::from_secs(60), now);
+        assert_eq!(m.admit_inbound(ip("10.8.0.1"), now), Err(Refusal::BannedIp));
+        assert!(m
+            .admit_inbound(ip("10.8.0.1"), now + Duration::from_secs(61))
+            .is_ok());
     }
 
     #[test]

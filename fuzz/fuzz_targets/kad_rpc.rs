@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
             body: Some(wire::kad_request::Body::Ping(wire::KadPing {})),
         };
         let msg = wire::KadMessage { msg: Some(wire::kad_message::Msg::Request(ping)) };
-        kad.handle_message(p.peer_id(), &msg.encode_to_vec(), now);
+        kad.handle_message(p.peer_id(), None, &msg.encode_to_vec(), now);
     }
     kad.find_node([mode; 32], now);
     // The requests the lookup sent: answer one of them with fuzz bytes.
@@ -60,13 +60,13 @@ fuzz_target!(|data: &[u8]| {
     let from = f.peers[usize::from(mode) % f.peers.len()].peer_id();
     if mode & 0x80 != 0 {
         // Raw bytes as a message.
-        kad.handle_message(from, input, now);
+        kad.handle_message(from, None, input, now);
     } else if let Ok(mut resp) = wire::KadResponse::decode(input) {
         // A structured answer to a real request.
         if let Some((peer, id)) = pending.get(usize::from(mode) % pending.len().max(1)) {
             resp.id = *id;
             let msg = wire::KadMessage { msg: Some(wire::kad_message::Msg::Response(resp)) };
-            kad.handle_message(*peer, &msg.encode_to_vec(), now);
+            kad.handle_message(*peer, None, &msg.encode_to_vec(), now);
         }
     }
     kad.handle_timeout(now + Duration::from_secs(5));

@@ -359,6 +359,7 @@ impl Reactor {
             *readable = true;
         }
 
+        core.begin_read(id);
         let Some(conn) = core.conn_mut(id) else {
             self.drop_socket(token);
             return;

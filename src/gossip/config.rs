@@ -70,6 +70,17 @@ pub struct GossipConfig {
     pub publish_threshold: f64,
     /// See `gossip_threshold`.
     pub graylist_threshold: f64,
+    /// What one RPC may hold, both ways (see [`crate::gossip::RpcLimits`]).
+    pub rpc_limits: crate::gossip::RpcLimits,
+    /// Signature checks one peer may cause per second (sustained) ...
+    pub verify_per_sec: f64,
+    /// ... and in a burst; new messages beyond are skipped, not penalized.
+    pub verify_burst: f64,
+    /// How long a message announced by a first fragment may take to complete before
+    /// it is fetched from another mesh peer and the announcer is penalized.
+    pub announce_timeout: Duration,
+    /// Announced, incomplete messages one peer may have at a time.
+    pub max_announced_per_peer: usize,
 }
 
 impl Default for GossipConfig {
@@ -108,6 +119,11 @@ impl Default for GossipConfig {
             gossip_threshold: -10.0,
             publish_threshold: -50.0,
             graylist_threshold: -80.0,
+            rpc_limits: crate::gossip::RpcLimits::default(),
+            verify_per_sec: 1000.0,
+            verify_burst: 2000.0,
+            announce_timeout: Duration::from_secs(3),
+            max_announced_per_peer: 8,
         }
     }
 }

@@ -111,6 +111,12 @@ pub fn verify(
 /// Reads the id of the first published message from the start of a `GossipRpc`
 /// (e.g. the first fragment of a large one), if the bytes reach that far.
 pub fn peek_first_id(prefix: &[u8]) -> Option<MessageId> {
+    peek_first(prefix).map(|(id, _)| id)
+}
+
+/// The id of the first published message of a `GossipRpc` prefix, and its topic when
+/// the prefix reaches it.
+pub fn peek_first(prefix: &[u8]) -> Option<(MessageId, Option<String>)> {
     // GossipRpc field 1 (publish), length-delimited.
     let mut r = prefix;
     let key = read_varint(&mut r)?;
@@ -134,7 +140,16 @@ pub fn peek_first_id(prefix: &[u8]) -> Option<MessageId> {
         seqno,
         ..Default::default()
     };
-    Some(message_id(&msg))
+    // Field 3 (topic), if it is next and whole in the prefix.
+    let topic = (rest.first() == Some(&(3 << 3 | 2)))
+        .then(|| {
+            rest = &rest[1..];
+            let len = usize::try_from(read_varint(&mut rest)?).ok()?;
+            let name = rest.get(..len)?;
+            String::from_utf8(name.to_vec()).ok()
+        })
+        .flatten();
+    Some((message_id(&msg), topic))
 }
 
 fn read_varint(buf: &mut &[u8]) -> Option<u64> {

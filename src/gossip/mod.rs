@@ -10,9 +10,12 @@
 //! signed by their origin and checked once per id, then by the application's
 //! validator; invalid ones are never forwarded and cost their sender score.
 
+mod announce;
 pub mod cache;
 pub mod config;
 pub mod message;
+pub mod penalty;
+pub mod rpc;
 pub mod score;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -27,9 +30,12 @@ use crate::kad::record::PeerRecord;
 use crate::kad::table::subnet;
 use crate::rng::Rng;
 use crate::wire;
+use announce::Announcements;
 use cache::{MessageCache, SeenCache};
 pub use config::GossipConfig;
 pub use message::{MessageId, Validation};
+pub use penalty::Penalty;
+pub use rpc::RpcLimits;
 use score::{PeerScore, ScoreWeights};
 
 /// The channel gossip RPCs ride on.
@@ -80,7 +86,7 @@ pub enum GossipOutput {
         /// Who.
         peer: PeerId,
         /// How.
-        reason: &'static str,
+        penalty: Penalty,
     },
     /// Peers offered in a PRUNE by `from` while our mesh is short: worth connecting
     /// to, instead of `from` if no slot is free.
@@ -120,6 +126,9 @@ pub struct TopicMetrics {
     pub mesh: usize,
     /// Mesh links choked (lazy) now.
     pub choked: usize,
+    /// New messages skipped because their sender's signature-check budget was spent
+    /// (they can still arrive from another peer, or by IWANT).
+    pub over_budget: u64,
 }
 
 #[derive(Debug, Default)]
@@ -150,6 +159,9 @@ struct Peer {
     dontwant: HashSet<MessageId>,
     dontwant_order: VecDeque<MessageId>,
     ihaves: usize,
+    /// Signature checks this peer may still cause (token bucket).
+    verify_tokens: f64,
+    verify_updated: Instant,
 }
 
 /// The gossip state of one node.
@@ -165,7 +177,7 @@ pub struct Router {
     /// Ids we asked for with IWANT: from whom, and by when.
     promises: HashMap<MessageId, (PeerId, Instant)>,
     /// Ids announced by the first fragment of a message still arriving.
-    incoming: SeenCache,
+    incoming: Announcements,
     /// IWANTs waiting for their delay: id -> (peer, send at).
     iwant_due: HashMap<MessageId, (PeerId, Instant)>,
     pending: HashMap<PeerId, wire::GossipRpc>,
@@ -190,7 +202,7 @@ impl Router {
         let seqno = rng.next_u64() >> 1;
         Router {
             seen: SeenCache::new(config.seen_ttl, config.seen_max),
-            incoming: SeenCache::new(config.seen_ttl, config.seen_max),
+            incoming: Announcements::default(),
             mcache: MessageCache::new(
                 config.history_length,
                 config.history_gossip,
@@ -225,6 +237,8 @@ impl Router {
             dontwant: HashSet::new(),
             dontwant_order: VecDeque::new(),
             ihaves: 0,
+            verify_tokens: self.config.verify_burst,
+            verify_updated: now,
         });
         let subs: Vec<String> = self
             .topics
@@ -241,6 +255,7 @@ impl Router {
     /// A peer disconnected.
     pub fn remove_peer(&mut self, peer: &PeerId) {
         self.peers.remove(peer);
+        self.incoming.forget_peer(peer);
         self.pending.remove(peer);
         for t in self.topics.values_mut() {
             t.mesh.remove(peer);
@@ -376,32 +391,58 @@ impl Router {
     // ------------------------------------------------------------ receiving
 
     /// The first fragment of a large gossip RPC from `from` arrived: if it carries a
-    /// message we do not have, tell the mesh not to send us copies.
+    /// message we do not have, tell the mesh not to send us copies. Only a mesh peer
+    /// of a subscribed topic (the message's, when the fragment shows it) is believed,
+    /// for a bounded number of messages at a time and until a deadline: a message
+    /// that does not complete by then is fetched elsewhere and costs the announcer.
     pub fn handle_first_fragment(&mut self, from: PeerId, prefix: &[u8], now: Instant) {
         if !self.config.idontwant {
             return;
         }
-        let Some(id) = message::peek_first_id(prefix) else {
+        let Some((id, topic)) = message::peek_first(prefix) else {
             return;
         };
-        if self.seen.contains(&id) || !self.incoming.insert(id, now) {
+        if self.seen.contains(&id) || self.incoming.contains(&id) {
             return;
         }
-        let others: Vec<PeerId> = self
-            .topics
-            .values()
-            .flat_map(|t| t.mesh.keys().copied())
-            .filter(|p| *p != from)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        for t in self.topics.values_mut() {
-            for (p, l) in t.mesh.iter_mut() {
-                if others.contains(p) {
+        let in_mesh = |t: &Topic| t.subscribed && t.mesh.contains_key(&from);
+        let mesh_topics: Vec<String> = match &topic {
+            Some(name) => self
+                .topics
+                .get(name)
+                .filter(|t| in_mesh(t))
+                .map(|_| vec![name.clone()])
+                .unwrap_or_default(),
+            None => self
+                .topics
+                .iter()
+                .filter(|(_, t)| in_mesh(t))
+                .map(|(n, _)| n.clone())
+                .collect(),
+        };
+        if mesh_topics.is_empty() {
+            return;
+        }
+        let deadline = now + self.config.announce_timeout;
+        let max = self.config.max_announced_per_peer;
+        if !self
+            .incoming
+            .announce(id, from, mesh_topics.clone(), deadline, max)
+        {
+            return;
+        }
+        let mut others: Vec<PeerId> = Vec::new();
+        for name in &mesh_topics {
+            if let Some(t) = self.topics.get_mut(name) {
+                for (p, l) in t.mesh.iter_mut().filter(|(p, _)| **p != from) {
                     l.hushed = true;
+                    if !others.contains(p) {
+                        others.push(*p);
+                    }
                 }
             }
         }
+        others.sort();
         for p in others {
             self.rpc(p).idontwant.push(wire::IDontWant {
                 ids: vec![id.to_vec()],
@@ -410,20 +451,58 @@ impl Router {
         self.flush(now);
     }
 
-    /// An RPC from `from`.
+    /// Announcements whose message did not complete in time: penalize the announcer
+    /// and ask other mesh peers for the message.
+    fn expire_announcements(&mut self, now: Instant) {
+        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
+        for (id, a) in self.incoming.expire(now) {
+            if self.seen.contains(&id) {
+                continue;
+            }
+            self.penalize(a.from, Penalty::BrokenAnnouncement);
+            let mut holders: Vec<PeerId> = a
+                .topics
+                .iter()
+                .filter_map(|t| self.topics.get(t))
+                .flat_map(|t| t.mesh.keys().copied())
+                .filter(|p| *p != a.from)
+                .collect();
+            holders.sort();
+            holders.dedup();
+            self.rng.shuffle(&mut holders);
+            for p in holders.into_iter().take(2) {
+                self.promises.insert(id, (p, deadline));
+                self.rpc(p).iwant.push(wire::IWant {
+                    ids: vec![id.to_vec()],
+                });
+            }
+        }
+    }
+
+    /// An RPC from `from`. Its shape is checked on the raw bytes before decoding;
+    /// then the cheap checks (graylist, subscription, seen cache, budget) come before
+    /// any signature check, and the first bad signature ends the RPC.
     pub fn handle_rpc(&mut self, from: PeerId, bytes: &[u8], now: Instant) {
         if !self.peers.contains_key(&from) {
             return;
         }
-        let Ok(rpc) = wire::GossipRpc::decode(bytes) else {
-            return self.penalize(from, "undecodable gossip rpc", 1.0);
-        };
         if self.score(&from) < self.config.graylist_threshold {
             return;
         }
+        if let Err(e) = rpc::check_shape(bytes, &self.config.rpc_limits) {
+            return self.penalize(from, Penalty::OverLimits(e));
+        }
+        let Ok(rpc) = wire::GossipRpc::decode(bytes) else {
+            return self.penalize(from, Penalty::Undecodable);
+        };
         self.handle_subscriptions(from, &rpc, now);
         for msg in rpc.publish {
-            self.handle_message(from, msg, now);
+            if self.score(&from) < self.config.graylist_threshold {
+                break;
+            }
+            if !self.handle_message(from, msg, now) {
+                break;
+            }
         }
         let gossip_ok = self.score(&from) >= self.config.gossip_threshold;
         if gossip_ok {
@@ -437,8 +516,10 @@ impl Router {
         for g in rpc.graft {
             self.handle_graft(from, g.topic, now);
         }
+        // Peer exchange is read from one PRUNE per RPC at most.
+        let mut px_allowed = true;
         for p in rpc.prune {
-            self.handle_prune(from, p, now);
+            self.handle_prune(from, p, &mut px_allowed, now);
         }
         for d in rpc.idontwant {
             self.handle_idontwant(from, d);
@@ -454,6 +535,25 @@ impl Router {
             }
         }
         self.flush(now);
+    }
+
+    /// Takes one signature check from `peer`'s budget.
+    fn spend_verification(&mut self, peer: PeerId, now: Instant) -> bool {
+        let (rate, burst) = (self.config.verify_per_sec, self.config.verify_burst);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let elapsed = now
+            .saturating_duration_since(p.verify_updated)
+            .as_secs_f64();
+        p.verify_tokens = (p.verify_tokens + elapsed * rate).min(burst);
+        p.verify_updated = now;
+        if p.verify_tokens >= 1.0 {
+            p.verify_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     fn handle_subscriptions(&mut self, from: PeerId, rpc: &wire::GossipRpc, now: Instant) {
@@ -478,7 +578,7 @@ impl Router {
             }
         }
         if too_many {
-            self.penalize(from, "too many or too long topics", 1.0);
+            self.penalize(from, Penalty::TopicLimits);
         }
         // A new subscriber to a topic whose mesh is short: graft it now, not at the
         // next heartbeat, so a network forms quickly.
@@ -493,9 +593,16 @@ impl Router {
         }
     }
 
-    fn handle_message(&mut self, from: PeerId, msg: wire::GossipMessage, now: Instant) {
+    /// Handles one published message; `false` when the rest of its RPC is to be
+    /// dropped (the sender just proved itself a liar).
+    fn handle_message(&mut self, from: PeerId, msg: wire::GossipMessage, now: Instant) -> bool {
         if msg.data.len() > self.config.max_message_size {
-            return self.penalize(from, "oversized gossip message", 1.0);
+            self.penalize(from, Penalty::OversizedMessage);
+            return false;
+        }
+        // Not our topic: no work at all (and nothing marked seen on its word).
+        if !self.topics.get(&msg.topic).is_some_and(|t| t.subscribed) {
+            return true;
         }
         let id = message::message_id(&msg);
         let topic_name = msg.topic.clone();
@@ -518,22 +625,23 @@ impl Router {
             if choke {
                 self.rpc(from).choke.push(wire::Choke { topic: topic_name });
             }
-            return;
+            return true;
+        }
+        if !self.spend_verification(from, now) {
+            if let Some(t) = self.topics.get_mut(&topic_name) {
+                t.metrics.over_budget += 1;
+            }
+            return true;
         }
         // The signature is checked once per id: a copy that fails does not mark the id
         // seen, so the genuine message still gets through.
         let origin = match message::verify(&msg, self.config.sign) {
             Ok(origin) => origin,
-            Err(_) => return self.penalize(from, "bad gossip signature", 1.0),
+            Err(_) => {
+                self.penalize(from, Penalty::BadSignature);
+                return false;
+            }
         };
-        let Some(topic) = self.topics.get(&topic_name) else {
-            self.seen.insert(id, now);
-            return;
-        };
-        if !topic.subscribed {
-            self.seen.insert(id, now);
-            return;
-        }
         let verdict = match &self.validator {
             Some(v) => v(&topic_name, &msg.data),
             None => Validation::Accept,
@@ -541,12 +649,17 @@ impl Router {
         self.seen.insert(id, now);
         match verdict {
             Validation::Reject => {
+                self.incoming.complete(&id);
                 if let Some(t) = self.topics.get_mut(&topic_name) {
                     t.metrics.rejected += 1;
                 }
-                return self.penalize(from, "invalid gossip message", 1.0);
+                self.penalize(from, Penalty::InvalidMessage);
+                return false;
             }
-            Validation::Ignore => return,
+            Validation::Ignore => {
+                self.incoming.complete(&id);
+                return true;
+            }
             Validation::Accept => {}
         }
         let via_iwant = self.promises.remove(&id).is_some();
@@ -554,9 +667,9 @@ impl Router {
             p.score.first_deliveries += 1.0;
         }
         let large = self.config.idontwant && msg.data.len() >= self.config.idontwant_min_size;
-        let already_announced = self.incoming.contains(&id);
+        let already_announced = self.incoming.complete(&id);
         let Some(topic) = self.topics.get_mut(&topic_name) else {
-            return;
+            return true;
         };
         let mut unchoke = false;
         if let Some(l) = topic.mesh.get_mut(&from) {
@@ -623,6 +736,7 @@ impl Router {
             hops: msg.hops,
             data: msg.data,
         }));
+        true
     }
 
     fn handle_ihave(&mut self, from: PeerId, ihave: wire::IHave, now: Instant) {
@@ -700,35 +814,49 @@ impl Router {
         let backing_off = t.backoff.get(&from).is_some_and(|until| *until > now);
         if !t.subscribed || score < 0.0 || backing_off || t.mesh.len() >= d_hi {
             if backing_off {
-                self.penalize(from, "graft during backoff", 0.25);
+                self.penalize(from, Penalty::GraftDuringBackoff);
             }
             return self.prune(&topic, from, now);
         }
         t.mesh.entry(from).or_default();
     }
 
-    fn handle_prune(&mut self, from: PeerId, prune: wire::Prune, now: Instant) {
+    /// A PRUNE. Its peer-exchange records are only read when the pruning peer was
+    /// in our mesh of a topic we need peers for, from one PRUNE per RPC, and a
+    /// forged record costs the sender and ends the reading.
+    fn handle_prune(
+        &mut self,
+        from: PeerId,
+        prune: wire::Prune,
+        px_allowed: &mut bool,
+        now: Instant,
+    ) {
         let backoff = Duration::from_secs(prune.backoff_secs).max(self.config.prune_backoff);
         let short = if let Some(t) = self.topics.get_mut(&prune.topic) {
-            t.mesh.remove(&from);
+            let was_mesh = t.mesh.remove(&from).is_some();
             t.backoff
                 .insert(from, now + backoff.min(Duration::from_secs(3600)));
-            t.subscribed && t.mesh.len() < self.config.d_lo
+            was_mesh && t.subscribed && t.mesh.len() < self.config.d_lo
         } else {
             false
         };
-        if short && !prune.peers.is_empty() {
-            let records: Vec<PeerRecord> = prune
-                .peers
-                .into_iter()
-                .take(self.config.prune_peers)
-                .filter_map(|r| PeerRecord::verify(r).ok())
-                .filter(|r| !self.peers.contains_key(&r.id))
-                .collect();
-            if !records.is_empty() {
-                self.outputs
-                    .push_back(GossipOutput::Connect { from, records });
+        if !short || prune.peers.is_empty() || !std::mem::take(px_allowed) {
+            return;
+        }
+        let mut records = Vec::new();
+        for raw in prune.peers.into_iter().take(self.config.prune_peers) {
+            match PeerRecord::verify(raw) {
+                Ok(r) if !self.peers.contains_key(&r.id) => records.push(r),
+                Ok(_) => {}
+                Err(_) => {
+                    self.penalize(from, Penalty::ForgedPeerExchange);
+                    return;
+                }
             }
+        }
+        if !records.is_empty() {
+            self.outputs
+                .push_back(GossipOutput::Connect { from, records });
         }
     }
 
@@ -755,17 +883,20 @@ impl Router {
 
     /// When [`Router::heartbeat`] must run.
     pub fn poll_timeout(&self) -> Instant {
-        self.iwant_due
+        let next = self
+            .iwant_due
             .values()
             .map(|(_, at)| *at)
             .min()
-            .map_or(self.next_heartbeat, |at| at.min(self.next_heartbeat))
+            .map_or(self.next_heartbeat, |at| at.min(self.next_heartbeat));
+        self.incoming.next_deadline().map_or(next, |d| d.min(next))
     }
 
     /// Delayed IWANTs, then (when due) mesh maintenance, lazy gossip, choking,
     /// promises and score decay.
     pub fn heartbeat(&mut self, now: Instant) {
         self.send_due_iwants(now);
+        self.expire_announcements(now);
         if now < self.next_heartbeat {
             self.flush(now);
             return;
@@ -1042,28 +1173,31 @@ impl Router {
 
     // ------------------------------------------------------------ helpers
 
-    fn penalize(&mut self, peer: PeerId, reason: &'static str, weight: f64) {
+    fn penalize(&mut self, peer: PeerId, penalty: Penalty) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.score.invalid += weight;
+            p.score.invalid += penalty.weight();
         }
         self.outputs
-            .push_back(GossipOutput::Penalize { peer, reason });
+            .push_back(GossipOutput::Penalize { peer, penalty });
     }
 
     fn rpc(&mut self, peer: PeerId) -> &mut wire::GossipRpc {
         self.pending.entry(peer).or_default()
     }
 
-    /// Encodes what was queued per peer into one RPC each.
+    /// Encodes what was queued per peer, in as many RPCs as the limits need.
     fn flush(&mut self, now: Instant) {
         let deadline = now + self.config.forward_deadline;
         let mut pending: Vec<(PeerId, wire::GossipRpc)> = self.pending.drain().collect();
         pending.sort_by_key(|(p, _)| *p);
         for (peer, rpc) in pending {
-            if self.peers.contains_key(&peer) {
+            if !self.peers.contains_key(&peer) {
+                continue;
+            }
+            for part in rpc::pack(rpc, &self.config.rpc_limits) {
                 self.outputs.push_back(GossipOutput::Send {
                     peer,
-                    bytes: rpc.encode_to_vec(),
+                    bytes: part.encode_to_vec(),
                     deadline,
                 });
             }

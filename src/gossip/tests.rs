@@ -10,7 +10,7 @@ struct Net {
     index: HashMap<PeerId, usize>,
     now: Instant,
     delivered: Vec<Vec<GossipEvent>>,
-    penalties: Vec<(usize, PeerId, &'static str)>,
+    penalties: Vec<(usize, PeerId, Penalty)>,
     links: HashSet<(usize, usize)>,
     down: HashSet<usize>,
 }
@@ -85,8 +85,8 @@ impl Net {
                             }
                         }
                         GossipOutput::Deliver(ev) => self.delivered[i].push(ev),
-                        GossipOutput::Penalize { peer, reason } => {
-                            self.penalties.push((i, peer, reason))
+                        GossipOutput::Penalize { peer, penalty } => {
+                            self.penalties.push((i, peer, penalty))
                         }
                         GossipOutput::Connect { .. } => {}
                     }
@@ -269,7 +269,7 @@ fn forged_signatures_are_dropped_without_poisoning_the_id() {
     assert!(net
         .penalties
         .iter()
-        .any(|(i, p, r)| *i == 0 && *p == liar && *r == "bad gossip signature"));
+        .any(|(i, p, r)| *i == 0 && *p == liar && *r == Penalty::BadSignature));
     // The genuine message with the same id still gets through.
     let rpc = wire::GossipRpc {
         publish: vec![genuine],

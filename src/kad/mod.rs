@@ -9,7 +9,7 @@ pub mod record;
 pub mod table;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -55,6 +55,10 @@ pub struct KadConfig {
     pub rpc_burst: f64,
     /// Lookups running at once; more are refused.
     pub max_lookups: usize,
+    /// A lookup still running after this finishes with what it has.
+    pub lookup_timeout: Duration,
+    /// Keys one peer may be stored as a provider of.
+    pub max_provided_per_peer: usize,
 }
 
 impl Default for KadConfig {
@@ -72,6 +76,8 @@ impl Default for KadConfig {
             rpc_per_sec: 50.0,
             rpc_burst: 200.0,
             max_lookups: 256,
+            lookup_timeout: Duration::from_secs(20),
+            max_provided_per_peer: 64,
         }
     }
 }
@@ -195,7 +201,11 @@ impl Kademlia {
             // Sequence numbers only need to grow across restarts: seconds since the epoch.
             record: PeerRecord::sign(key, addrs, 1),
             table: RoutingTable::new(key.peer_id(), config.table.clone()),
-            providers: ProviderStore::new(config.max_providers_per_key, config.max_providers),
+            providers: ProviderStore::new(
+                config.max_providers_per_key,
+                config.max_providers,
+                config.max_provided_per_peer,
+            ),
             next_refresh: now + config.refresh_every,
             config,
             lookups: HashMap::new(),
@@ -256,14 +266,23 @@ impl Kademlia {
         }
     }
 
-    /// A message from `from` on the Kademlia channel.
-    pub fn handle_message(&mut self, from: PeerId, bytes: &[u8], now: Instant) {
+    /// A message from `from` on the Kademlia channel, whose connection comes from
+    /// `seen` (what the table's diversity limits count).
+    pub fn handle_message(
+        &mut self,
+        from: PeerId,
+        seen: Option<IpAddr>,
+        bytes: &[u8],
+        now: Instant,
+    ) {
         let Ok(msg) = wire::KadMessage::decode(bytes) else {
             return self.misbehaved(from, "undecodable kad message");
         };
         match msg.msg {
-            Some(wire::kad_message::Msg::Request(req)) => self.handle_request(from, req, now),
-            Some(wire::kad_message::Msg::Response(resp)) => self.handle_response(from, resp, now),
+            Some(wire::kad_message::Msg::Request(req)) => self.handle_request(from, seen, req, now),
+            Some(wire::kad_message::Msg::Response(resp)) => {
+                self.handle_response(from, seen, resp, now)
+            }
             None => self.misbehaved(from, "empty kad message"),
         }
     }
@@ -307,13 +326,14 @@ impl Kademlia {
     fn learn_sender(
         &mut self,
         from: PeerId,
+        seen: Option<IpAddr>,
         raw: Option<wire::PeerRecord>,
         now: Instant,
     ) -> Result<Option<PeerRecord>, ()> {
         let Some(raw) = raw else { return Ok(None) };
         match self.verify_record(raw) {
             Ok(rec) if rec.id == from => {
-                if let Insert::PingLeastRecent(lrs) = self.table.insert(rec.clone(), now) {
+                if let Insert::PingLeastRecent(lrs) = self.table.insert(rec.clone(), seen, now) {
                     if let Some(addrs) = self.table.get(&lrs).map(|r| r.addrs.clone()) {
                         self.request(
                             lrs,
@@ -339,7 +359,13 @@ impl Kademlia {
         }
     }
 
-    fn handle_request(&mut self, from: PeerId, req: wire::KadRequest, now: Instant) {
+    fn handle_request(
+        &mut self,
+        from: PeerId,
+        seen: Option<IpAddr>,
+        req: wire::KadRequest,
+        now: Instant,
+    ) {
         if !self.rate_ok(from, now) {
             let reason = "kad request rate";
             self.outputs.push_back(KadOutput::Misbehaved {
@@ -349,7 +375,7 @@ impl Kademlia {
             });
             return;
         }
-        let Ok(sender) = self.learn_sender(from, req.sender, now) else {
+        let Ok(sender) = self.learn_sender(from, seen, req.sender, now) else {
             return;
         };
         let sender_addrs = sender.as_ref().map(|r| r.addrs.clone()).unwrap_or_default();
@@ -387,6 +413,7 @@ impl Kademlia {
                 let Some(rec) = sender else {
                     return self.misbehaved(from, "provider without a record");
                 };
+                // Our TTL cap, and a cap per provider, whatever the peer asks for.
                 let ttl = Duration::from_secs(a.ttl_secs).min(self.config.provider_ttl);
                 self.providers.add(key, rec, ttl, now);
             }
@@ -413,7 +440,13 @@ impl Kademlia {
             .collect()
     }
 
-    fn handle_response(&mut self, from: PeerId, resp: wire::KadResponse, now: Instant) {
+    fn handle_response(
+        &mut self,
+        from: PeerId,
+        seen: Option<IpAddr>,
+        resp: wire::KadResponse,
+        now: Instant,
+    ) {
         let Some(pending) = self.untrack(resp.id) else {
             return; // late or unknown: harmless
         };
@@ -421,15 +454,18 @@ impl Kademlia {
             self.track(resp.id, pending);
             return self.misbehaved(from, "answer to a request sent elsewhere");
         }
-        if self.learn_sender(from, resp.sender, now).is_err() {
-            return;
+        let k = self.config.table.k;
+        let oversized =
+            resp.closer.len() > k || resp.providers.len() > self.config.max_providers_per_key;
+        if oversized {
+            self.misbehaved(from, "oversized kad answer");
+        }
+        if oversized || self.learn_sender(from, seen, resp.sender, now).is_err() {
+            // A dropped answer is a failed request: the lookup moves on without it.
+            return self.request_failed(pending, now);
         }
         if pending.table_ping {
             self.table.ping_result(from, true, now);
-        }
-        let k = self.config.table.k;
-        if resp.closer.len() > k || resp.providers.len() > self.config.max_providers_per_key {
-            return self.misbehaved(from, "oversized kad answer");
         }
         let mut forged = false;
         let mut verify = |kad: &mut Self, list: Vec<wire::PeerRecord>| -> Vec<PeerRecord> {
@@ -650,9 +686,12 @@ impl Kademlia {
     }
 
     fn fail_request(&mut self, id: u64, now: Instant) {
-        let Some(p) = self.untrack(id) else {
-            return;
-        };
+        if let Some(p) = self.untrack(id) {
+            self.request_failed(p, now);
+        }
+    }
+
+    fn request_failed(&mut self, p: Pending, now: Instant) {
         if p.table_ping {
             self.table.ping_result(p.peer, false, now);
         } else {
@@ -691,6 +730,9 @@ impl Kademlia {
         if let Some(t) = self.table.next_ping_deadline() {
             at = at.min(t);
         }
+        if let Some(started) = self.lookups.values().map(|r| r.started).min() {
+            at = at.min(started + self.config.lookup_timeout);
+        }
         for t in self.provided.values() {
             at = at.min(*t);
         }
@@ -707,6 +749,19 @@ impl Kademlia {
             .collect();
         for id in overdue {
             self.fail_request(id, now);
+        }
+        // Lookups past their overall deadline end with what they found.
+        let timeout = self.config.lookup_timeout;
+        let late: Vec<LookupId> = self
+            .lookups
+            .iter()
+            .filter(|(_, r)| now >= r.started + timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(run) = self.lookups.remove(&id) {
+                self.finish(id, run, now);
+            }
         }
         self.table.expire_pings(now);
         let due: Vec<Key> = self

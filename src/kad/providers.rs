@@ -15,16 +15,23 @@ pub struct ProviderStore {
     per_key: usize,
     total_max: usize,
     total: usize,
+    /// Keys each provider is stored for (first come, first served no longer lets
+    /// one peer take the whole store).
+    per_peer: HashMap<PeerId, usize>,
+    per_peer_max: usize,
 }
 
 impl ProviderStore {
-    /// A store holding at most `per_key` providers per key and `total` in all.
-    pub fn new(per_key: usize, total: usize) -> Self {
+    /// A store holding at most `per_key` providers per key, `total` in all, and
+    /// `per_peer` keys for any one provider.
+    pub fn new(per_key: usize, total: usize, per_peer: usize) -> Self {
         ProviderStore {
             by_key: HashMap::new(),
             per_key,
             total_max: total,
             total: 0,
+            per_peer: HashMap::new(),
+            per_peer_max: per_peer,
         }
     }
 
@@ -39,12 +46,14 @@ impl ProviderStore {
             slot.1 = slot.1.max(expires);
             return true;
         }
-        if list.len() >= self.per_key || self.total >= self.total_max {
+        let held = self.per_peer.get(&provider.id).copied().unwrap_or(0);
+        if list.len() >= self.per_key || self.total >= self.total_max || held >= self.per_peer_max {
             if list.is_empty() {
                 self.by_key.remove(&key);
             }
             return false;
         }
+        *self.per_peer.entry(provider.id).or_default() += 1;
         list.push((provider, expires));
         self.total += 1;
         true
@@ -66,10 +75,21 @@ impl ProviderStore {
     /// Drops expired records.
     pub fn expire(&mut self, now: Instant) {
         let mut removed = 0;
+        let per_peer = &mut self.per_peer;
         self.by_key.retain(|_, list| {
-            let before = list.len();
-            list.retain(|(_, e)| *e > now);
-            removed += before - list.len();
+            list.retain(|(p, e)| {
+                let live = *e > now;
+                if !live {
+                    removed += 1;
+                    if let Some(n) = per_peer.get_mut(&p.id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            per_peer.remove(&p.id);
+                        }
+                    }
+                }
+                live
+            });
             !list.is_empty()
         });
         self.total -= removed;
@@ -104,7 +124,7 @@ mod tests {
     #[test]
     fn providers_expire_at_their_ttl_and_storage_is_bounded() {
         let now = Instant::now();
-        let mut s = ProviderStore::new(2, 3);
+        let mut s = ProviderStore::new(2, 3, 10);
         let (a, b, c) = (rec(), rec(), rec());
         assert!(s.add([1; 32], a.clone(), Duration::from_secs(10), now));
         assert!(s.add([1; 32], b.clone(), Duration::from_secs(20), now));
@@ -129,5 +149,24 @@ mod tests {
         s.expire(now + Duration::from_secs(50));
         assert!(s.provides(&[1; 32], &b.id, now + Duration::from_secs(50)));
         assert!(!s.provides(&[2; 32], &c.id, now + Duration::from_secs(50)));
+    }
+
+    #[test]
+    fn one_provider_cannot_take_the_whole_store() {
+        let now = Instant::now();
+        let mut s = ProviderStore::new(20, 10_000, 64);
+        let greedy = rec();
+        let stored = (0..1000u32)
+            .filter(|i| {
+                let mut key = [0u8; 32];
+                key[..4].copy_from_slice(&i.to_be_bytes());
+                s.add(key, greedy.clone(), Duration::from_secs(3600), now)
+            })
+            .count();
+        assert_eq!(stored, 64);
+        assert!(s.add([0xee; 32], rec(), Duration::from_secs(10), now));
+        s.expire(now + Duration::from_secs(3601));
+        assert!(s.is_empty());
+        assert!(s.add([0xef; 32], greedy, Duration::from_secs(10), now));
     }
 }

@@ -74,6 +74,9 @@ pub enum Insert {
 struct Entry {
     record: PeerRecord,
     last_seen: Instant,
+    /// The subnet the diversity limits count it in: where it was seen from, when we
+    /// know, not what its record claims.
+    net: [u8; 6],
 }
 
 #[derive(Debug, Default, Clone)]
@@ -118,12 +121,15 @@ impl RoutingTable {
         self.len == 0
     }
 
-    /// Adds or refreshes a peer we heard from directly.
-    pub fn insert(&mut self, record: PeerRecord, now: Instant) -> Insert {
+    /// Adds or refreshes a peer we heard from directly, `seen` being the address its
+    /// connection comes from (the diversity limits count that, not the record's
+    /// claim; the record's first address when unknown). A peer that shows up from
+    /// another subnet is checked against the limits again.
+    pub fn insert(&mut self, record: PeerRecord, seen: Option<IpAddr>, now: Instant) -> Insert {
         let Some(index) = bucket_index(&self.local, &key_of(&record.id)) else {
             return Insert::Refused;
         };
-        let Some(net) = record_subnet(&record) else {
+        let Some(net) = seen.map(subnet).or_else(|| record_subnet(&record)) else {
             return Insert::Refused;
         };
         let k = self.config.k;
@@ -134,15 +140,19 @@ impl RoutingTable {
                 bucket.entries.push(entry);
                 return Insert::Refused;
             }
+            if entry.net != net {
+                // Moved subnets: a remove and an add, under the limits again.
+                self.unaccount(Some(entry.net));
+                if !self.diversity_allows(index, net) {
+                    self.len -= 1;
+                    return Insert::Refused;
+                }
+                *self.subnets.entry(net).or_default() += 1;
+                entry.net = net;
+            }
             entry.last_seen = now;
             if record.seq > entry.record.seq {
-                let old = record_subnet(&entry.record);
                 entry.record = record;
-                if old != Some(net) {
-                    // Moved subnets: account for it as a remove and an add.
-                    self.unaccount(old);
-                    *self.subnets.entry(net).or_default() += 1;
-                }
             }
             self.buckets[index].entries.push(entry);
             return Insert::Refreshed;
@@ -154,6 +164,7 @@ impl RoutingTable {
         let entry = Entry {
             record,
             last_seen: now,
+            net,
         };
         if bucket.entries.len() < k {
             bucket.entries.push(entry);
@@ -184,7 +195,7 @@ impl RoutingTable {
         let in_bucket = self.buckets[index]
             .entries
             .iter()
-            .filter(|e| record_subnet(&e.record) == Some(net))
+            .filter(|e| e.net == net)
             .count();
         let in_table = self.subnets.get(&net).copied().unwrap_or(0);
         in_bucket < self.config.max_per_subnet_bucket && in_table < self.config.max_per_subnet_table
@@ -255,11 +266,9 @@ impl RoutingTable {
         };
         let gone = bucket.entries.remove(pos);
         self.len -= 1;
-        self.unaccount(record_subnet(&gone.record));
+        self.unaccount(Some(gone.net));
         while let Some(candidate) = self.buckets[index].replacements.pop() {
-            let Some(net) = record_subnet(&candidate.record) else {
-                continue;
-            };
+            let net = candidate.net;
             if self.diversity_allows(index, net) {
                 self.buckets[index].entries.push(candidate);
                 *self.subnets.entry(net).or_default() += 1;
@@ -368,11 +377,11 @@ mod tests {
             }
         }
         for r in &in_far[..20] {
-            assert_eq!(t.insert(r.clone(), now), Insert::Added);
+            assert_eq!(t.insert(r.clone(), None, now), Insert::Added);
         }
         let lrs = in_far[0].id;
         assert_eq!(
-            t.insert(in_far[20].clone(), now),
+            t.insert(in_far[20].clone(), None, now),
             Insert::PingLeastRecent(lrs)
         );
         // Alive: the newcomer stays a replacement, the old entry stays.
@@ -381,7 +390,7 @@ mod tests {
         // Dead: evicted, and the replacement takes its place.
         let next_lrs = in_far[1].id;
         assert_eq!(
-            t.insert(in_far[20].clone(), now),
+            t.insert(in_far[20].clone(), None, now),
             Insert::PingLeastRecent(next_lrs)
         );
         t.ping_result(next_lrs, false, now);
@@ -401,7 +410,7 @@ mod tests {
             }
         }
         for r in &far {
-            t.insert(r.clone(), now);
+            t.insert(r.clone(), None, now);
         }
         assert_eq!(t.next_ping_deadline(), Some(now + Duration::from_secs(2)));
         assert_eq!(
@@ -416,7 +425,7 @@ mod tests {
         let mut t = table(true);
         let now = Instant::now();
         for i in 0..200 {
-            t.insert(rec(&format!("10.1.2.{}", i % 250 + 1)), now);
+            t.insert(rec(&format!("10.1.2.{}", i % 250 + 1)), None, now);
         }
         assert_eq!(t.len(), 10);
         assert!(
@@ -425,7 +434,7 @@ mod tests {
             t.bucket_sizes()
         );
         // Other subnets are unaffected.
-        assert_eq!(t.insert(rec("10.9.9.9"), now), Insert::Added);
+        assert_eq!(t.insert(rec("10.9.9.9"), None, now), Insert::Added);
     }
 
     #[test]
@@ -435,14 +444,14 @@ mod tests {
         let key = Keypair::generate().unwrap();
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
-        t.insert(PeerRecord::sign(&key, &[b], 5), now);
+        t.insert(PeerRecord::sign(&key, &[b], 5), None, now);
         assert_eq!(
-            t.insert(PeerRecord::sign(&key, &[a], 4), now),
+            t.insert(PeerRecord::sign(&key, &[a], 4), None, now),
             Insert::Refused
         );
         assert_eq!(t.get(&key.peer_id()).unwrap().addrs, vec![b]);
         assert_eq!(
-            t.insert(PeerRecord::sign(&key, &[a], 6), now),
+            t.insert(PeerRecord::sign(&key, &[a], 6), None, now),
             Insert::Refreshed
         );
         assert_eq!(t.get(&key.peer_id()).unwrap().addrs, vec![a]);
@@ -454,7 +463,7 @@ mod tests {
         let now = Instant::now();
         let recs: Vec<_> = (0..100).map(|_| rec("10.0.0.1")).collect();
         for r in &recs {
-            t.insert(r.clone(), now);
+            t.insert(r.clone(), None, now);
         }
         let target = [0x33u8; 32];
         let got: Vec<PeerId> = t.closest(&target, 5).iter().map(|r| r.id).collect();

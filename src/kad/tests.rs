@@ -99,7 +99,7 @@ impl SimNet {
                 self.now += Duration::from_micros(50);
                 if !self.dead.contains(&to) {
                     let from_id = self.id(from);
-                    self.nodes[to].handle_message(from_id, &bytes, self.now);
+                    self.nodes[to].handle_message(from_id, None, &bytes, self.now);
                     self.dirty.push(to);
                 }
                 continue;
@@ -326,7 +326,7 @@ fn forged_and_replayed_records_are_rejected_and_reported() {
     }
     .encode_to_vec();
     let liar_id = net.id(liar);
-    net.nodes[asker].handle_message(liar_id, &bytes, now);
+    net.nodes[asker].handle_message(liar_id, None, &bytes, now);
     net.touch(asker);
     net.pump();
     assert!(net
@@ -350,7 +350,7 @@ fn forged_and_replayed_records_are_rejected_and_reported() {
         msg: Some(wire::kad_message::Msg::Request(replay)),
     }
     .encode_to_vec();
-    net.nodes[asker].handle_message(liar_id, &bytes, now);
+    net.nodes[asker].handle_message(liar_id, None, &bytes, now);
     net.touch(asker);
     net.pump();
     assert!(net
@@ -364,7 +364,7 @@ fn garbage_and_request_floods_are_reported() {
     let mut net = SimNet::new(2, KadConfig::default());
     let now = net.now;
     let from = net.id(1);
-    net.nodes[0].handle_message(from, b"\xff\xff\xff garbage", now);
+    net.nodes[0].handle_message(from, None, b"\xff\xff\xff garbage", now);
     assert!(matches!(
         net.nodes[0].poll_output(),
         Some(KadOutput::Misbehaved {
@@ -383,7 +383,7 @@ fn garbage_and_request_floods_are_reported() {
     .encode_to_vec();
     let mut floods = 0;
     for _ in 0..300 {
-        net.nodes[0].handle_message(from, &bytes, now);
+        net.nodes[0].handle_message(from, None, &bytes, now);
         while let Some(out) = net.nodes[0].poll_output() {
             if matches!(
                 out,

@@ -100,8 +100,8 @@ impl SendChannel {
             }
         }
         // Bounded in messages and in bytes; one message always fits in an empty queue.
-        let bytes_full = !self.queue.is_empty()
-            && self.queued_bytes + data.len() > self.config.send_queue_bytes;
+        let bytes_full =
+            !self.queue.is_empty() && self.queued_bytes + data.len() > self.config.send_queue_bytes;
         if self.queue.len() >= self.config.send_queue_capacity || bytes_full {
             return Err(SendError::Full);
         }

@@ -15,6 +15,7 @@ use crate::error::{DisconnectReason, LocalClose, SendError};
 use crate::gossip::{GossipOutput, Router, Validator, GOSSIP_CHANNEL};
 use crate::identity::{Keypair, PeerId};
 use crate::kad::key::Key;
+use crate::kad::record::PeerRecord;
 use crate::kad::table::subnet;
 use crate::kad::{KadOutput, Kademlia, LookupKind, LookupResult, KAD_CHANNEL};
 use crate::metrics::Metrics;
@@ -30,8 +31,6 @@ use crate::secure::HandshakeConfig;
 /// A connection's id within its node.
 pub(crate) type ConnId = usize;
 
-/// How often waiting deliveries are retried.
-const DELIVERY_RETRY: Duration = Duration::from_millis(1);
 /// How often outbound slots are topped up from the DHT table.
 const FILL_EVERY: Duration = Duration::from_secs(1);
 /// Most outbound peers from one /24.
@@ -69,6 +68,8 @@ struct Entry {
     last_active: Instant,
     /// A lookup-only dial to a bootstrap peer: introduce ourselves once it is up.
     bootstrap: bool,
+    /// Reassembly bytes it held when last looked at (its share of the node budget).
+    reassembly: usize,
 }
 
 pub(crate) struct NodeCore {
@@ -104,9 +105,15 @@ pub(crate) struct NodeCore {
     next_fill: Instant,
     next_bootstrap: Instant,
     router: Option<Router>,
+    /// Reassembly bytes held by all connections together.
+    reassembly_used: usize,
 }
 
 impl NodeCore {
+    /// `unix_secs` is the wall-clock time in seconds, given by the caller (the core
+    /// reads no clock): it numbers our peer record, so a restarted node's new record
+    /// replaces its old one everywhere.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Arc<NodeConfig>,
         handshake: Arc<HandshakeConfig>,
@@ -115,6 +122,7 @@ impl NodeCore {
         delivery: Delivery,
         validator: Option<Validator>,
         now: Instant,
+        unix_secs: u64,
     ) -> Self {
         let mut rng = Rng::new(config.seed ^ u64::from_le_bytes(first8(key.peer_id())));
         let manager = PeerManager::new(
@@ -128,10 +136,12 @@ impl NodeCore {
             .first()
             .map(|a| a.ip())
             .filter(|ip| !ip.is_unspecified());
-        let kad = config
-            .kad
-            .clone()
-            .map(|kc| Kademlia::new(&key, &handshake.node_info.listen_addrs, kc, rng.fork(), now));
+        let addrs = &handshake.node_info.listen_addrs;
+        let kad = config.kad.clone().map(|kc| {
+            let mut kad = Kademlia::new(&key, addrs, kc, rng.fork(), now);
+            kad.set_record(PeerRecord::sign(&key, addrs, unix_secs.max(2)));
+            kad
+        });
         let router = config
             .gossip
             .clone()
@@ -165,6 +175,7 @@ impl NodeCore {
             next_fill: now,
             next_bootstrap: now,
             router,
+            reassembly_used: 0,
         }
     }
 
@@ -206,7 +217,7 @@ impl NodeCore {
         if self.shutdown.is_some() {
             return None;
         }
-        let slot = match self.manager.admit(Direction::Inbound, addr.ip()) {
+        let slot = match self.manager.admit_inbound(addr.ip(), now) {
             Ok(slot) => slot,
             Err(refusal) => {
                 log::debug!("refused inbound from {addr}: {refusal:?}");
@@ -236,6 +247,7 @@ impl NodeCore {
                 expected: None,
                 last_active: now,
                 bootstrap: false,
+                reassembly: 0,
             },
         );
         Some(id)
@@ -325,6 +337,7 @@ impl NodeCore {
                 expected,
                 last_active: now,
                 bootstrap: false,
+                reassembly: 0,
             },
         );
         self.actions.push_back(Action::Dial {
@@ -394,6 +407,16 @@ impl NodeCore {
         self.metrics.bytes_written += written as u64;
     }
 
+    /// Before the driver reads `id`: what it may hold for reassembly is its own share
+    /// plus what the node budget has left, so no read can take more than the budget.
+    pub(crate) fn begin_read(&mut self, id: ConnId) {
+        let budget = self.config.reassembly_budget;
+        if let Some(e) = self.conns.get_mut(&id) {
+            let others = self.reassembly_used - e.reassembly;
+            e.conn.set_reassembly_limit(budget.saturating_sub(others));
+        }
+    }
+
     /// Handles what `id` produced; call after its I/O.
     pub(crate) fn process(&mut self, id: ConnId, now: Instant) {
         let mut released = Vec::new();
@@ -404,6 +427,9 @@ impl NodeCore {
             let Some(event) = entry.conn.poll_event() else {
                 break;
             };
+            // Gossip and application data count only from a peer that was announced
+            // (lookup-only connections are restricted to the DHT channel anyway).
+            let peer = entry.conn.remote().filter(|p| self.peers.contains_key(p));
             match event {
                 ConnEvent::Established { remote, info } => {
                     self.on_established(id, remote, info, now)
@@ -412,9 +438,9 @@ impl NodeCore {
                     channel: GOSSIP_CHANNEL,
                     data,
                 } => {
-                    if let (Some(peer), Some(r)) = (entry.conn.remote(), &mut self.router) {
+                    if let (Some(peer), Some(r)) = (peer, &mut self.router) {
                         r.handle_first_fragment(peer, &data, now);
-                        self.drain_gossip(now);
+                        self.drain_gossip(now, None);
                     }
                 }
                 ConnEvent::FirstFragment { .. } => {}
@@ -422,13 +448,14 @@ impl NodeCore {
                     channel: GOSSIP_CHANNEL,
                     data,
                 } => {
-                    let peer = entry.conn.remote();
-                    entry.conn.release(GOSSIP_CHANNEL, data.len());
-                    self.touched.push(id);
+                    // The RPC's credit goes back as the application takes the messages
+                    // it delivered (the rest at once): a slow application throttles
+                    // its gossip senders instead of queueing without bound.
+                    let len = data.len();
                     if let (Some(peer), Some(r)) = (peer, &mut self.router) {
                         r.handle_rpc(peer, &data, now);
                     }
-                    self.drain_gossip(now);
+                    self.drain_gossip(now, Some((id, len)));
                 }
                 ConnEvent::Message {
                     channel: KAD_CHANNEL,
@@ -436,15 +463,19 @@ impl NodeCore {
                 } => {
                     entry.last_active = now;
                     let peer = entry.conn.remote();
+                    let seen = entry.addr.ip();
                     entry.conn.release(KAD_CHANNEL, data.len());
                     if let (Some(peer), Some(kad)) = (peer, &mut self.kad) {
-                        kad.handle_message(peer, &data, now);
+                        kad.handle_message(peer, Some(seen), &data, now);
                     }
                     self.touched.push(id);
                     self.drain_kad(now);
                 }
                 ConnEvent::Message { channel, data } => {
-                    let Some(peer) = entry.conn.remote() else {
+                    let Some(peer) = peer else {
+                        // Not an announced peer's: nothing to deliver; free its credit.
+                        entry.conn.release(channel, data.len());
+                        self.touched.push(id);
                         continue;
                     };
                     let len = data.len();
@@ -460,6 +491,11 @@ impl NodeCore {
         }
         self.apply_releases(released);
         self.sync_dequeued(id);
+        if let Some(e) = self.conns.get_mut(&id) {
+            let held = e.conn.reassembly_bytes();
+            self.reassembly_used = self.reassembly_used - e.reassembly + held;
+            e.reassembly = held;
+        }
     }
 
     fn on_established(
@@ -483,10 +519,30 @@ impl NodeCore {
             return;
         };
         if entry.lookup_only || info.lookup_only {
-            // DHT traffic only: no slot, no announcement.
+            // DHT traffic only: no slot, no announcement, no other channel.
             entry.slot = self.manager.unslot(entry.slot);
             entry.lookup_only = true;
             entry.expected = Some(remote);
+            entry.conn.restrict_to(&[KAD_CHANNEL]);
+            let inbound = entry.conn.direction() == Direction::Inbound;
+            let max = self.config.max_lookup_conns;
+            let inbound_lookups = self
+                .conns
+                .values()
+                .filter(|e| {
+                    e.lookup_only
+                        && e.conn.direction() == Direction::Inbound
+                        && e.conn.is_established()
+                })
+                .count();
+            if self.kad.is_none() || (inbound && inbound_lookups > max) {
+                Metrics::count(&mut self.metrics.refused, "max_lookup_conns");
+                self.close_conn(id, LocalClose::TooManyPeers, false, now);
+                return;
+            }
+            let Some(entry) = self.conns.get_mut(&id) else {
+                return;
+            };
             let introduce = entry.bootstrap;
             for bytes in self.kad_waiting.remove(&remote).unwrap_or_default() {
                 let _ = entry
@@ -605,11 +661,12 @@ impl NodeCore {
             .cloned()
             .unwrap_or(DisconnectReason::Eof);
         self.manager.release(entry.slot, entry.addr.ip());
+        self.reassembly_used -= entry.reassembly;
         if entry.lookup_only {
             self.lookup_conn_gone(id, entry.expected.or(entry.conn.remote()), now);
             if reason.is_violation() {
                 if let Some(peer) = entry.conn.remote() {
-                    self.manager.violation(peer, now);
+                    self.violation(peer, entry.addr, now);
                 }
             }
             self.check_shutdown_done();
@@ -639,17 +696,18 @@ impl NodeCore {
             (Some(peer), _) => {
                 if reason.is_violation() {
                     log::info!("peer {} violated the protocol: {reason}", peer.short());
-                    if self.manager.violation(peer, now) {
-                        self.metrics.bans += 1;
-                        log::info!("peer {} banned", peer.short());
-                    }
+                    self.violation(peer, entry.addr, now);
                 }
             }
         }
         if let (Some(peer), true) = (remote, entry.announced) {
             Metrics::count(&mut self.metrics.disconnects, reason.label());
-            // Messages still queued are lost with the peer; free their counts.
+            // Messages still queued are lost with the peer: counted, and their
+            // counts freed.
             let unsent = entry.conn.take_unsent();
+            if !unsent.is_empty() {
+                *self.metrics.drops.entry("peer_gone").or_default() += unsent.len() as u64;
+            }
             self.peers.remove(&peer);
             if let Some(r) = &mut self.router {
                 r.remove_peer(&peer);
@@ -716,21 +774,23 @@ impl NodeCore {
                 if let Some(r) = &mut self.router {
                     r.subscribe(&topic, now);
                 }
-                self.drain_gossip(now);
+                self.drain_gossip(now, None);
             }
             Command::Unsubscribe(topic) => {
                 if let Some(r) = &mut self.router {
                     r.unsubscribe(&topic, now);
                 }
-                self.drain_gossip(now);
+                self.drain_gossip(now, None);
             }
             Command::Publish(msg) => {
+                let (topic, id) = (msg.topic.clone(), crate::gossip::message::message_id(&msg));
                 if let Some(r) = &mut self.router {
-                    if r.publish_message(*msg, now).is_err() {
+                    if let Err(reason) = r.publish_message(*msg, now) {
                         Metrics::count(&mut self.metrics.drops, "publish_no_peers");
+                        self.delivery_push(Event::PublishFailed { topic, id, reason }, None);
                     }
                 }
-                self.drain_gossip(now);
+                self.drain_gossip(now, None);
             }
             Command::GossipMetrics(reply) => {
                 let m = self
@@ -814,7 +874,7 @@ impl NodeCore {
     pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let idle = self.config.lookup_idle;
         [
-            self.delivery.is_blocked().then(|| now + DELIVERY_RETRY),
+            self.delivery.retry_in().map(|d| now + d),
             self.manager.next_dial(),
             self.kad.as_ref().and_then(|k| k.poll_timeout()),
             self.router.as_ref().map(Router::poll_timeout),
@@ -862,7 +922,7 @@ impl NodeCore {
                 r.heartbeat(now);
             }
         }
-        self.drain_gossip(now);
+        self.drain_gossip(now, None);
         self.close_idle_lookup_conns(now);
         let table_empty = self.kad.as_ref().is_some_and(|k| k.table().is_empty());
         if table_empty && !self.config.bootstrap.is_empty() && now >= self.next_bootstrap {
@@ -902,12 +962,9 @@ impl NodeCore {
         if free == 0 {
             return;
         }
-        let mut per_subnet: HashMap<[u8; 6], usize> = HashMap::new();
+        let mut per_subnet = self.outbound_subnets();
         let mut busy: std::collections::HashSet<PeerId> = self.peers.keys().copied().collect();
         for e in self.conns.values().filter(|e| e.slot == Slot::Outbound) {
-            if e.conn.direction() == Direction::Outbound {
-                *per_subnet.entry(subnet(e.addr.ip())).or_default() += 1;
-            }
             busy.extend(e.expected);
         }
         let mut candidates: Vec<(PeerId, SocketAddr)> = kad
@@ -956,10 +1013,11 @@ impl NodeCore {
         self.drain_kad(now);
     }
 
-    /// Carries out what the gossip router asked for.
-    fn drain_gossip(&mut self, now: Instant) {
+    /// Carries out what the gossip router asked for. `credit` is the connection and
+    /// size of the RPC just handled: its deliveries hold that credit until taken.
+    fn drain_gossip(&mut self, now: Instant, mut credit: Option<(ConnId, usize)>) {
         let Some(router) = &mut self.router else {
-            return;
+            return self.release_rest(credit);
         };
         let outputs: Vec<GossipOutput> = std::iter::from_fn(|| router.poll_output()).collect();
         for out in outputs {
@@ -984,24 +1042,23 @@ impl NodeCore {
                     }
                     self.touched.push(id);
                 }
-                GossipOutput::Deliver(ev) => self.delivery_push(Event::Gossip(ev), None),
-                GossipOutput::Penalize { peer, reason } => {
-                    log::debug!("peer {} misbehaved in gossip: {reason}", peer.short());
-                    let severe = matches!(
-                        reason,
-                        "invalid gossip message"
-                            | "bad gossip signature"
-                            | "undecodable gossip rpc"
-                            | "oversized gossip message"
-                    );
+                GossipOutput::Deliver(ev) => {
+                    let release = credit.as_mut().map(|(conn, left)| {
+                        let n = ev.data.len().min(*left);
+                        *left -= n;
+                        (*conn, GOSSIP_CHANNEL, n)
+                    });
+                    self.delivery_push(Event::Gossip(ev), release);
+                }
+                GossipOutput::Penalize { peer, penalty } => {
+                    log::debug!("peer {} misbehaved in gossip: {penalty}", peer.short());
                     let full = self.config.limits.violation_penalty;
-                    let penalty = if severe { -full } else { -full / 5.0 };
-                    if self.manager.adjust(peer, penalty, now) {
-                        self.metrics.bans += 1;
-                        if let Some(&id) = self.peers.get(&peer) {
-                            self.close_conn(id, LocalClose::Banned, false, now);
-                        }
-                    }
+                    let delta = if penalty.is_severe() {
+                        -full
+                    } else {
+                        -full / 5.0
+                    };
+                    self.punish(peer, delta, now);
                 }
                 GossipOutput::Connect { from, records } => {
                     let (_, outbound) = self.manager.slots();
@@ -1031,18 +1088,84 @@ impl NodeCore {
                         }
                     }
                     let dials = if replace { 1 } else { free.min(2) };
-                    let fresh: Vec<_> = records
-                        .into_iter()
-                        .filter(|r| !self.peers.contains_key(&r.id))
-                        .take(dials)
-                        .collect();
-                    for r in fresh {
-                        if let Some(addr) = r.addrs.first() {
-                            self.dial(*addr, Some(r.id), false, now);
+                    // Peer exchange obeys the per-subnet cap of outbound peers too.
+                    let mut per_subnet = self.outbound_subnets();
+                    let mut fresh = Vec::new();
+                    for r in records {
+                        let Some(addr) = r.addrs.first().copied() else {
+                            continue;
+                        };
+                        let n = per_subnet.entry(subnet(addr.ip())).or_default();
+                        if self.peers.contains_key(&r.id) || *n >= MAX_OUTBOUND_PER_SUBNET {
+                            continue;
                         }
+                        *n += 1;
+                        fresh.push((r.id, addr));
+                        if fresh.len() >= dials {
+                            break;
+                        }
+                    }
+                    for (peer, addr) in fresh {
+                        self.dial(addr, Some(peer), false, now);
                     }
                 }
             }
+        }
+        self.release_rest(credit);
+    }
+
+    /// Gives back the part of an RPC's credit no delivery holds.
+    fn release_rest(&mut self, credit: Option<(ConnId, usize)>) {
+        if let Some((id, left)) = credit.filter(|(_, left)| *left > 0) {
+            if let Some(e) = self.conns.get_mut(&id) {
+                e.conn.release(GOSSIP_CHANNEL, left);
+                self.touched.push(id);
+            }
+        }
+    }
+
+    /// Outbound peers per subnet (dialing ones included).
+    fn outbound_subnets(&self) -> HashMap<[u8; 6], usize> {
+        let mut per_subnet: HashMap<[u8; 6], usize> = HashMap::new();
+        for e in self.conns.values().filter(|e| e.slot == Slot::Outbound) {
+            if e.conn.direction() == Direction::Outbound {
+                *per_subnet.entry(subnet(e.addr.ip())).or_default() += 1;
+            }
+        }
+        per_subnet
+    }
+
+    /// Lowers `peer`'s score; past the ban threshold it is banned, with the address
+    /// it is seen on, and disconnected.
+    fn punish(&mut self, peer: PeerId, delta: f64, now: Instant) {
+        if !self.manager.adjust(peer, delta, now) {
+            return;
+        }
+        let conn = self
+            .peers
+            .get(&peer)
+            .or_else(|| self.kad_conns.get(&peer))
+            .copied();
+        let addr = conn.and_then(|id| self.conns.get(&id)).map(|e| e.addr);
+        self.banned(peer, addr, now);
+        if let Some(id) = conn {
+            self.close_conn(id, LocalClose::Banned, false, now);
+        }
+    }
+
+    /// A protocol violation by `peer`, seen at `addr`.
+    fn violation(&mut self, peer: PeerId, addr: SocketAddr, now: Instant) {
+        if self.manager.violation(peer, now) {
+            self.banned(peer, Some(addr), now);
+        }
+    }
+
+    fn banned(&mut self, peer: PeerId, addr: Option<SocketAddr>, now: Instant) {
+        self.metrics.bans += 1;
+        log::info!("peer {} banned", peer.short());
+        if let Some(addr) = addr {
+            let d = self.manager.ban_duration();
+            self.manager.ban_ip(addr.ip(), d, now);
         }
     }
 
@@ -1072,12 +1195,7 @@ impl NodeCore {
                         } else {
                             -self.config.limits.violation_penalty
                         };
-                        if self.manager.adjust(peer, penalty, now) {
-                            self.metrics.bans += 1;
-                            if let Some(&id) = self.peers.get(&peer) {
-                                self.close_conn(id, LocalClose::Banned, false, now);
-                            }
-                        }
+                        self.punish(peer, penalty, now);
                     }
                 }
             }

@@ -6,6 +6,7 @@
 //! took it, so a slow consumer throttles its senders instead of growing memory.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -14,6 +15,10 @@ use crate::node::event::Event;
 
 /// Credit to give back once an event is handed over: (connection, channel, bytes).
 pub(crate) type Release = (usize, ChannelId, usize);
+
+/// First retry of a blocked queue; doubles while nothing moves, up to the maximum.
+const RETRY_MIN: Duration = Duration::from_millis(1);
+const RETRY_MAX: Duration = Duration::from_millis(50);
 
 struct Queue {
     tx: Sender<Event>,
@@ -28,17 +33,22 @@ impl Queue {
         }
     }
 
-    /// Hands over what fits, in order; returns the releases of what was handed over.
-    fn flush(&mut self, released: &mut Vec<Release>) {
+    /// Hands over what fits, in order; returns whether anything was handed over.
+    fn flush(&mut self, released: &mut Vec<Release>) -> bool {
+        let mut moved = false;
         while let Some((event, release)) = self.waiting.pop_front() {
             match self.tx.try_send(event) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => released.extend(release),
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {
+                    released.extend(release);
+                    moved = true;
+                }
                 Err(TrySendError::Full(event)) => {
                     self.waiting.push_front((event, release));
-                    return;
+                    break;
                 }
             }
         }
+        moved
     }
 }
 
@@ -48,6 +58,9 @@ pub(crate) struct Delivery {
     /// Connection events waiting (not bounded by credit): dropped beyond this many.
     max_waiting_control: usize,
     pub(crate) dropped_control: u64,
+    /// How long until the next retry while blocked (backs off while nothing moves,
+    /// so a stalled application costs a few wake-ups a second, not a thousand).
+    retry: Duration,
 }
 
 impl Delivery {
@@ -60,6 +73,7 @@ impl Delivery {
                 .collect(),
             max_waiting_control: 65_536,
             dropped_control: 0,
+            retry: RETRY_MIN,
         }
     }
 
@@ -86,10 +100,20 @@ impl Delivery {
 
     /// Retries what waits; returns the releases of what was handed over.
     pub(crate) fn flush(&mut self, released: &mut Vec<Release>) {
-        self.events.flush(released);
+        let mut moved = self.events.flush(released);
         for q in self.channels.values_mut() {
-            q.flush(released);
+            moved |= q.flush(released);
         }
+        self.retry = if moved {
+            RETRY_MIN
+        } else {
+            (self.retry * 2).min(RETRY_MAX)
+        };
+    }
+
+    /// When to retry, if anything waits.
+    pub(crate) fn retry_in(&self) -> Option<Duration> {
+        self.is_blocked().then_some(self.retry)
     }
 
     /// Whether anything waits for room.

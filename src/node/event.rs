@@ -39,6 +39,16 @@ pub enum Event {
     Lookup(LookupResult),
     /// A gossip message arrived on a subscribed topic (once per message).
     Gossip(GossipEvent),
+    /// A message handed to `publish` reached no peer (the publish returned `Ok`
+    /// because publishing is asynchronous; this is its report).
+    PublishFailed {
+        /// Its topic.
+        topic: String,
+        /// Its id.
+        id: crate::gossip::MessageId,
+        /// Why.
+        reason: crate::gossip::PublishError,
+    },
     /// A message arrived.
     Message {
         /// From whom.

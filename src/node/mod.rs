@@ -230,8 +230,8 @@ impl NodeBuilder {
             None => Arc::new(Keypair::generate().map_err(StartError::Identity)?),
         };
         if let Some(g) = &config.gossip {
+            let max = g.max_message_size + 4096;
             if config.channel(GOSSIP_CHANNEL).is_none() {
-                let max = g.max_message_size + 4096;
                 config.mux.channels.push(
                     ChannelConfig::new(GOSSIP_CHANNEL)
                         .priority(2)
@@ -241,6 +241,10 @@ impl NodeBuilder {
                         .announce_first_fragment(true),
                 );
             }
+        }
+        // Our RPCs are packed to what the gossip channel carries.
+        if let (Some(g), Some(c)) = (&mut config.gossip, config.mux.channel(GOSSIP_CHANNEL)) {
+            g.rpc_limits.max_bytes = c.max_message_size;
         }
         if config.kad.is_some() && config.channel(KAD_CHANNEL).is_none() {
             config.mux.channels.push(
@@ -288,6 +292,7 @@ impl NodeBuilder {
             Delivery::new(events_tx, channel_tx),
             validator,
             now,
+            unix_secs(),
         );
         core.start(now);
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -349,6 +354,12 @@ struct HandleInner {
 
 /// Gossip sequence numbers start from the wall clock so a restarted node never
 /// reuses one (and so never reuses a message id).
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
