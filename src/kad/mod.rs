@@ -76,7 +76,7 @@ impl Default for KadConfig {
             rpc_per_sec: 50.0,
             rpc_burst: 200.0,
             max_lookups: 256,
-            lookup_timeout: Duration::from_secs(20),
+            lookup_timeout: Duration::from_secs(60),
             max_provided_per_peer: 64,
         }
     }
