@@ -305,6 +305,10 @@ impl ResponderAwaitHello {
         if hello.ciphers.len() > MAX_CIPHERS {
             return Err(HandshakeError::Malformed("too many ciphers offered"));
         }
+        // Cheap checks before any key generation, agreement or signature.
+        if hello.ephemeral.len() != X25519_LEN {
+            return Err(HandshakeError::BadEphemeralKey);
+        }
         // The initiator's preference wins among the ciphers we accept.
         let cipher = hello
             .ciphers
