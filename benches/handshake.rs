@@ -28,12 +28,17 @@ fn main() {
         .listen(node_addr(30))
         .channel(ChannelConfig::new(1))
         .limits(limits.clone())
+        // The DHT is not part of connection setup; with it, every reconnect's DHT
+        // ping counts against the request rate and the dialer is banned after a
+        // few hundred (now at accept, by address).
+        .kad(None)
         .start()
         .expect("listener");
     let dialer = NodeBuilder::new("bench-h1")
         .listen(node_addr(31))
         .channel(ChannelConfig::new(1))
         .limits(limits)
+        .kad(None)
         .start()
         .expect("dialer");
     let target = listener.listen_addrs()[0];

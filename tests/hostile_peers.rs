@@ -74,7 +74,11 @@ fn oversized_rpcs_and_forged_publishes_cost_little_and_get_the_liar_banned() {
     let _ = adv.send_message(GOSSIP, &forged.encode_to_vec());
     let _ = adv.send_message(GOSSIP, &forged.encode_to_vec());
     let heard = adv.listen(Duration::from_secs(10), false);
-    assert!(is_banned(heard.close), "closed as banned: {:?}", heard.close);
+    assert!(
+        is_banned(heard.close),
+        "closed as banned: {:?}",
+        heard.close
+    );
     let grown = rss_bytes().saturating_sub(rss_before);
     assert!(grown < 64 << 20, "memory grew by {grown} bytes");
     // The banned address is refused at accept from now on.
@@ -119,7 +123,8 @@ fn a_first_fragment_announcing_someone_elses_message_censors_nothing() {
         subscribe: vec![T.into()],
         ..Default::default()
     };
-    adv.send_message(GOSSIP, &subscribe.encode_to_vec()).unwrap();
+    adv.send_message(GOSSIP, &subscribe.encode_to_vec())
+        .unwrap();
     assert!(mesh_has(&node, adv.key.peer_id()));
     assert!(mesh_has(&node, relay.peer_id()));
     assert!(mesh_has(&relay, publisher.peer_id()));
@@ -188,7 +193,10 @@ fn a_lookup_only_connection_carries_the_dht_and_nothing_else() {
     // Announcing a 4 MiB message on the gossip channel reserves nothing: refused.
     adv.send_first_fragment(GOSSIP, &[0u8; 64], 4 << 20);
     let heard = adv.listen(Duration::from_secs(5), false);
-    assert!(heard.close.is_some() || heard.eof, "closed at the first packet");
+    assert!(
+        heard.close.is_some() || heard.eof,
+        "closed at the first packet"
+    );
     // An application message on another lookup-only connection is never delivered.
     let mut adv = Adversary::connect(
         NET,
@@ -237,7 +245,11 @@ fn forty_peers_that_stop_reading_lose_their_slots() {
     }
     assert_eq!(gone, 40, "every stalled peer was dropped");
     // Keepalive (1 s + 2 s) plus linger (2 s) plus slack.
-    assert!(start.elapsed() < Duration::from_secs(15), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
     // The slots are free again for an honest peer.
     let honest = start_on_ip(331);
     honest.dial(addr, Some(node.peer_id())).unwrap();

@@ -69,8 +69,9 @@ impl Adversary {
         config.node_info.channels = channels.to_vec();
         config.node_info.lookup_only = lookup_only;
         let key = Arc::new(Keypair::generate().expect("key"));
-        let mut hs = Handshake::initiator(Arc::new(config), key.clone(), None, Instant::now(), &rng)
-            .expect("initiator");
+        let mut hs =
+            Handshake::initiator(Arc::new(config), key.clone(), None, Instant::now(), &rng)
+                .expect("initiator");
         let mut stream = socket_from(local, to, recv_buffer);
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -139,7 +140,11 @@ impl Adversary {
         loop {
             let end = (offset + 16 * 1024).min(data.len());
             let eof = end == data.len();
-            let total = if offset == 0 && !eof { data.len() as u64 } else { 0 };
+            let total = if offset == 0 && !eof {
+                data.len() as u64
+            } else {
+                0
+            };
             let mut p = Vec::new();
             packet::put_msg(&mut p, channel, eof, &data[offset..end], total);
             self.send_packets(&p)?;
