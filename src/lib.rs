@@ -102,6 +102,7 @@ pub mod metrics;
 pub mod mux;
 mod node;
 pub mod peers;
+mod rate;
 pub mod rng;
 pub mod secure;
 pub mod wire;

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::{HandshakeRate, PeerLimits, PersistentPeer};
+use crate::config::{PeerLimits, PersistentPeer};
 use crate::conn::Direction;
 use crate::identity::PeerId;
+use crate::rate::RateTable;
 use crate::rng::Rng;
 
 /// Most peers whose score is remembered; the mildest are forgotten first.
@@ -88,8 +89,8 @@ pub struct PeerManager {
     scores: HashMap<PeerId, Score>,
     bans: HashMap<PeerId, Instant>,
     ip_bans: HashMap<IpAddr, Instant>,
-    /// New inbound handshakes per subnet: (tokens, last update).
-    handshake_rate: HashMap<[u8; 8], (f64, Instant)>,
+    /// New inbound handshakes per subnet.
+    handshake_rate: Option<RateTable<[u8; 8]>>,
     persistent: Vec<Persistent>,
     rng: Rng,
 }
@@ -102,6 +103,9 @@ impl PeerManager {
         now: Instant,
         rng: Rng,
     ) -> Self {
+        let rate = limits
+            .handshake_rate
+            .map(|r| RateTable::new(r.per_sec, r.burst, MAX_RATE_SUBNETS));
         PeerManager {
             limits,
             inbound: 0,
@@ -111,7 +115,7 @@ impl PeerManager {
             scores: HashMap::new(),
             bans: HashMap::new(),
             ip_bans: HashMap::new(),
-            handshake_rate: HashMap::new(),
+            handshake_rate: rate,
             persistent: persistent
                 .into_iter()
                 .map(|peer| Persistent {
@@ -137,36 +141,12 @@ impl PeerManager {
             }
             None => {}
         }
-        if let Some(limit) = self.limits.handshake_rate {
-            if !self.take_handshake_token(ip, limit, now) {
+        if let Some(rate) = &mut self.handshake_rate {
+            if !rate.try_take(rate_subnet(ip), now) {
                 return Err(Refusal::HandshakeRate);
             }
         }
         self.admit(Direction::Inbound, ip)
-    }
-
-    fn take_handshake_token(&mut self, ip: IpAddr, limit: HandshakeRate, now: Instant) -> bool {
-        let net = rate_subnet(ip);
-        if self.handshake_rate.len() >= MAX_RATE_SUBNETS && !self.handshake_rate.contains_key(&net)
-        {
-            let burst = limit.burst;
-            self.handshake_rate.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * limit.per_sec < burst
-            });
-            if self.handshake_rate.len() >= MAX_RATE_SUBNETS {
-                return false;
-            }
-        }
-        let (tokens, at) = self.handshake_rate.entry(net).or_insert((limit.burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * limit.per_sec)
-            .min(limit.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 
     /// Refuses inbound connections from `ip` until `now + duration`.

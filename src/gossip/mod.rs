@@ -28,6 +28,7 @@ use prost::Message;
 use crate::identity::{Keypair, PeerId};
 use crate::kad::record::PeerRecord;
 use crate::kad::table::subnet;
+use crate::rate::TokenBucket;
 use crate::rng::Rng;
 use crate::wire;
 use announce::Announcements;
@@ -159,9 +160,8 @@ struct Peer {
     dontwant: HashSet<MessageId>,
     dontwant_order: VecDeque<MessageId>,
     ihaves: usize,
-    /// Signature checks this peer may still cause (token bucket).
-    verify_tokens: f64,
-    verify_updated: Instant,
+    /// Signature checks this peer may still cause.
+    verify_budget: TokenBucket,
 }
 
 /// The gossip state of one node.
@@ -240,8 +240,11 @@ impl Router {
             dontwant: HashSet::new(),
             dontwant_order: VecDeque::new(),
             ihaves: 0,
-            verify_tokens: self.config.verify_burst,
-            verify_updated: now,
+            verify_budget: TokenBucket::new(
+                self.config.verify_per_sec,
+                self.config.verify_burst,
+                now,
+            ),
         });
         let subs: Vec<String> = self
             .topics
@@ -545,25 +548,6 @@ impl Router {
         self.flush(now);
     }
 
-    /// Takes one signature check from `peer`'s budget.
-    fn spend_verification(&mut self, peer: PeerId, now: Instant) -> bool {
-        let (rate, burst) = (self.config.verify_per_sec, self.config.verify_burst);
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return false;
-        };
-        let elapsed = now
-            .saturating_duration_since(p.verify_updated)
-            .as_secs_f64();
-        p.verify_tokens = (p.verify_tokens + elapsed * rate).min(burst);
-        p.verify_updated = now;
-        if p.verify_tokens >= 1.0 {
-            p.verify_tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
     fn handle_subscriptions(&mut self, from: PeerId, rpc: &wire::GossipRpc, now: Instant) {
         let max = self.config.max_topics_per_peer;
         let mut too_many = false;
@@ -635,7 +619,8 @@ impl Router {
             }
             return true;
         }
-        if !self.spend_verification(from, now) {
+        let budget = self.peers.get_mut(&from).map(|p| &mut p.verify_budget);
+        if !budget.is_some_and(|b| b.try_take(1.0, now)) {
             if let Some(t) = self.topics.get_mut(&topic_name) {
                 t.metrics.over_budget += 1;
             }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use crate::identity::{Keypair, PeerId};
+use crate::rate::RateTable;
 use crate::rng::Rng;
 use crate::wire;
 use key::{key_in_bucket, Key};
@@ -156,11 +157,6 @@ struct RunningLookup {
     started: Instant,
 }
 
-struct RpcBucket {
-    tokens: f64,
-    updated: Instant,
-}
-
 /// Most peers whose request rate is tracked.
 const MAX_RATE_ENTRIES: usize = 4096;
 
@@ -176,7 +172,7 @@ pub struct Kademlia {
     deadlines: std::collections::BTreeSet<(Instant, u64)>,
     providers: ProviderStore,
     provided: HashMap<Key, Instant>,
-    rates: HashMap<PeerId, RpcBucket>,
+    rates: RateTable<PeerId>,
     /// Records already verified, by signature: each is checked once, not per copy.
     verified: HashMap<Vec<u8>, PeerRecord>,
     outputs: VecDeque<KadOutput>,
@@ -196,6 +192,7 @@ impl Kademlia {
         rng: Rng,
         now: Instant,
     ) -> Self {
+        let rates = RateTable::new(config.rpc_per_sec, config.rpc_burst, MAX_RATE_ENTRIES);
         Kademlia {
             local: key.peer_id(),
             // Sequence numbers only need to grow across restarts: seconds since the epoch.
@@ -212,7 +209,7 @@ impl Kademlia {
             pending: HashMap::new(),
             deadlines: std::collections::BTreeSet::new(),
             provided: HashMap::new(),
-            rates: HashMap::new(),
+            rates,
             verified: HashMap::new(),
             outputs: VecDeque::new(),
             results: VecDeque::new(),
@@ -296,31 +293,6 @@ impl Kademlia {
         });
     }
 
-    fn rate_ok(&mut self, peer: PeerId, now: Instant) -> bool {
-        if self.rates.len() >= MAX_RATE_ENTRIES && !self.rates.contains_key(&peer) {
-            // Forget the fullest buckets (peers that have been quiet longest).
-            let burst = self.config.rpc_burst;
-            self.rates.retain(|_, b| b.tokens < burst);
-            if self.rates.len() >= MAX_RATE_ENTRIES {
-                self.rates.clear();
-            }
-        }
-        let (rate, burst) = (self.config.rpc_per_sec, self.config.rpc_burst);
-        let b = self.rates.entry(peer).or_insert(RpcBucket {
-            tokens: burst,
-            updated: now,
-        });
-        let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(burst);
-        b.updated = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
     /// Verifies the record a peer sent about itself and puts it in the table. `Err`
     /// when the record is bad (the peer is reported); `Ok(None)` when there is none.
     fn learn_sender(
@@ -366,7 +338,7 @@ impl Kademlia {
         req: wire::KadRequest,
         now: Instant,
     ) {
-        if !self.rate_ok(from, now) {
+        if !self.rates.try_take(from, now) {
             let reason = "kad request rate";
             self.outputs.push_back(KadOutput::Misbehaved {
                 peer: from,

@@ -10,7 +10,6 @@
 
 pub mod config;
 pub mod packet;
-mod rate;
 mod recv;
 mod send;
 
@@ -19,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{MuxError, SendError};
+use crate::rate::TokenBucket;
 pub use config::{ChannelConfig, ChannelId, MuxConfig, RateLimit};
 use packet::PacketRef;
-use rate::TokenBucket;
 use recv::RecvChannel;
 use send::SendChannel;
 pub use send::{ChannelCounters, SendOptions};
@@ -119,8 +118,8 @@ impl Mux {
             ping_nonce: ping_seed,
             pending_ping: None,
             pending_pong: None,
-            send_bucket: config.send_rate.map(|r| TokenBucket::new(r, now)),
-            recv_bucket: config.recv_rate.map(|r| TokenBucket::new(r, now)),
+            send_bucket: config.send_rate.map(|r| bucket(r, now)),
+            recv_bucket: config.recv_rate.map(|r| bucket(r, now)),
             decay_at: now + DECAY_PERIOD,
             events: VecDeque::new(),
             closing: Closing::Open,
@@ -513,6 +512,10 @@ impl Mux {
         }
         self.decay_at = now + DECAY_PERIOD;
     }
+}
+
+fn bucket(r: RateLimit, now: Instant) -> TokenBucket {
+    TokenBucket::new(r.bytes_per_sec as f64, r.burst as f64, now)
 }
 
 #[cfg(test)]
