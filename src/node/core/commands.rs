@@ -1,0 +1,146 @@
+//! Commands from the application's handles.
+
+use super::*;
+
+impl NodeCore {
+    // ------------------------------------------------------------ commands
+
+    pub(crate) fn handle_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Dial { addr, expected } => self.dial(addr, expected, false, now),
+            Command::Send {
+                peer,
+                channel,
+                data,
+                opts,
+            } => {
+                if let Err(e) = self.send_to(peer, channel, data, opts) {
+                    self.count_send_failure(peer, channel, &e);
+                }
+            }
+            Command::Broadcast {
+                peers,
+                channel,
+                data,
+            } => {
+                for peer in peers {
+                    if let Err(e) =
+                        self.send_to(peer, channel, data.clone(), SendOptions::default())
+                    {
+                        self.count_send_failure(peer, channel, &e);
+                    }
+                }
+            }
+            Command::Disconnect(peer) => {
+                if let Some(&id) = self.peers.get(&peer) {
+                    self.close_conn(id, LocalClose::Requested, true, now);
+                }
+            }
+            Command::Ban(peer, duration) => {
+                self.manager.ban(peer, duration, now);
+                self.metrics.bans += 1;
+                if let Some(&id) = self.peers.get(&peer) {
+                    self.close_conn(id, LocalClose::Banned, false, now);
+                }
+            }
+            Command::Metrics(reply) => {
+                let _ = reply.try_send(self.metrics());
+            }
+            Command::Subscribe(topic) => {
+                if let Some(r) = &mut self.router {
+                    r.subscribe(&topic, now);
+                }
+                self.drain_gossip(now, None);
+            }
+            Command::Unsubscribe(topic) => {
+                if let Some(r) = &mut self.router {
+                    r.unsubscribe(&topic, now);
+                }
+                self.drain_gossip(now, None);
+            }
+            Command::Publish(msg) => {
+                let (topic, id) = (msg.topic.clone(), crate::gossip::message::message_id(&msg));
+                if let Some(r) = &mut self.router {
+                    if let Err(reason) = r.publish_message(*msg, now) {
+                        Metrics::count(&mut self.metrics.drops, "publish_no_peers");
+                        self.delivery_push(Event::PublishFailed { topic, id, reason }, None);
+                    }
+                }
+                self.drain_gossip(now, None);
+            }
+            Command::GossipMetrics(reply) => {
+                let m = self
+                    .router
+                    .as_ref()
+                    .map(Router::metrics)
+                    .unwrap_or_default();
+                let _ = reply.try_send(m);
+            }
+            Command::MeshPeers(topic, reply) => {
+                let m = self
+                    .router
+                    .as_ref()
+                    .map(|r| r.mesh(&topic))
+                    .unwrap_or_default();
+                let _ = reply.try_send(m);
+            }
+            Command::FindNode(key, reply) => {
+                self.user_lookup(key, LookupKind::FindNode, reply, now)
+            }
+            Command::FindProviders(key, reply) => {
+                self.user_lookup(key, LookupKind::GetProviders, reply, now)
+            }
+            Command::Provide(key) => {
+                let id = self.kad.as_mut().and_then(|k| k.provide(key, now));
+                self.user_lookups.extend(id);
+                self.drain_kad(now);
+            }
+            Command::RoutingTable(reply) => {
+                let table = self
+                    .kad
+                    .as_ref()
+                    .map(|k| k.table().records().cloned().collect())
+                    .unwrap_or_default();
+                let _ = reply.try_send(table);
+            }
+            Command::Shutdown(done) => {
+                self.shutdown.get_or_insert_with(Vec::new).push(done);
+                let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+                for id in ids {
+                    self.close_conn(id, LocalClose::Shutdown, true, now);
+                }
+                self.check_shutdown_done();
+            }
+        }
+    }
+
+    pub(super) fn send_to(
+        &mut self,
+        peer: PeerId,
+        channel: ChannelId,
+        data: Arc<Vec<u8>>,
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
+        let id = *self.peers.get(&peer).ok_or(SendError::UnknownPeer)?;
+        let entry = self.conns.get_mut(&id).ok_or(SendError::UnknownPeer)?;
+        entry.conn.send(channel, data, opts)?;
+        self.touched.push(id);
+        Ok(())
+    }
+
+    /// A message accepted by the handle never reached a queue: free its count.
+    pub(super) fn count_send_failure(&mut self, peer: PeerId, channel: ChannelId, e: &SendError) {
+        if let Some(p) = self.shared.peers.read().get(&peer) {
+            self.shared.dequeued(&p.queued, channel, 1);
+        }
+        self.metrics_drop(match e {
+            SendError::Full => "queue_full",
+            SendError::UnknownPeer => "peer_gone",
+            _ => "send_error",
+        });
+    }
+
+    pub(super) fn metrics_drop(&mut self, reason: &'static str) {
+        Metrics::count(&mut self.metrics.drops, reason);
+    }
+}

@@ -1,0 +1,117 @@
+//! The gossip router in the node: carrying out what it asks for, with the credit
+//! of the RPC that caused it.
+
+use super::*;
+
+impl NodeCore {
+    /// Carries out what the gossip router asked for. `credit` is the connection and
+    /// size of the RPC just handled: its deliveries hold that credit until taken.
+    pub(super) fn drain_gossip(&mut self, now: Instant, mut credit: Option<(ConnId, usize)>) {
+        let Some(router) = &mut self.router else {
+            return self.release_rest(credit);
+        };
+        let outputs: Vec<GossipOutput> = std::iter::from_fn(|| router.poll_output()).collect();
+        for out in outputs {
+            match out {
+                GossipOutput::Send {
+                    peer,
+                    bytes,
+                    deadline,
+                } => {
+                    let Some(&id) = self.peers.get(&peer) else {
+                        continue;
+                    };
+                    let Some(e) = self.conns.get_mut(&id) else {
+                        continue;
+                    };
+                    let opts = SendOptions {
+                        deadline: Some(deadline),
+                        replace_key: None,
+                    };
+                    if e.conn.send(GOSSIP_CHANNEL, Arc::new(bytes), opts).is_err() {
+                        Metrics::count(&mut self.metrics.drops, "gossip_queue_full");
+                    }
+                    self.touched.push(id);
+                }
+                GossipOutput::Deliver(ev) => {
+                    let release = credit.as_mut().map(|(conn, left)| {
+                        let n = ev.data.len().min(*left);
+                        *left -= n;
+                        (*conn, GOSSIP_CHANNEL, n)
+                    });
+                    self.delivery_push(Event::Gossip(ev), release);
+                }
+                GossipOutput::Penalize { peer, penalty } => {
+                    log::debug!("peer {} misbehaved in gossip: {penalty}", peer.short());
+                    let full = self.config.limits.violation_penalty;
+                    let delta = if penalty.is_severe() {
+                        -full
+                    } else {
+                        -full / 5.0
+                    };
+                    self.punish(peer, delta, now);
+                }
+                GossipOutput::Connect { from, records } => {
+                    let (_, outbound) = self.manager.slots();
+                    let free = self.config.limits.max_outbound.saturating_sub(outbound);
+                    // No slot free: the outbound peer whose full mesh pruned us makes room
+                    // for one it offered, so a node is never stuck among full meshes.
+                    let replace = free == 0
+                        && self
+                            .peers
+                            .get(&from)
+                            .and_then(|id| self.conns.get(id))
+                            .is_some_and(|e| {
+                                e.slot == Slot::Outbound
+                                    && !self
+                                        .config
+                                        .persistent_peers
+                                        .iter()
+                                        .any(|p| p.id == Some(from))
+                            });
+                    if replace {
+                        if let Some(&id) = self.peers.get(&from) {
+                            if let Some(e) = self.conns.get_mut(&id) {
+                                // Its slot goes to the replacement right away.
+                                e.slot = self.manager.unslot(e.slot);
+                            }
+                            self.close_conn(id, LocalClose::Requested, true, now);
+                        }
+                    }
+                    let dials = if replace { 1 } else { free.min(2) };
+                    // Peer exchange obeys the per-subnet cap of outbound peers too.
+                    let mut per_subnet = self.outbound_subnets();
+                    let mut fresh = Vec::new();
+                    for r in records {
+                        let Some(addr) = r.addrs.first().copied() else {
+                            continue;
+                        };
+                        let n = per_subnet.entry(subnet(addr.ip())).or_default();
+                        if self.peers.contains_key(&r.id) || *n >= MAX_OUTBOUND_PER_SUBNET {
+                            continue;
+                        }
+                        *n += 1;
+                        fresh.push((r.id, addr));
+                        if fresh.len() >= dials {
+                            break;
+                        }
+                    }
+                    for (peer, addr) in fresh {
+                        self.dial(addr, Some(peer), false, now);
+                    }
+                }
+            }
+        }
+        self.release_rest(credit);
+    }
+
+    /// Gives back the part of an RPC's credit no delivery holds.
+    pub(super) fn release_rest(&mut self, credit: Option<(ConnId, usize)>) {
+        if let Some((id, left)) = credit.filter(|(_, left)| *left > 0) {
+            if let Some(e) = self.conns.get_mut(&id) {
+                e.conn.release(GOSSIP_CHANNEL, left);
+                self.touched.push(id);
+            }
+        }
+    }
+}

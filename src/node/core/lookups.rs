@@ -1,0 +1,174 @@
+//! The DHT in the node: lookup-only connections, carrying Kademlia messages, and
+//! lookups the application asked for.
+
+use super::*;
+
+impl NodeCore {
+    /// A lookup-only connection ended: what waited for it fails.
+    pub(super) fn lookup_conn_gone(&mut self, id: ConnId, peer: Option<PeerId>, now: Instant) {
+        let Some(peer) = peer else { return };
+        if self.kad_conns.get(&peer) == Some(&id) {
+            self.kad_conns.remove(&peer);
+            if self.kad_waiting.remove(&peer).is_some() {
+                if let Some(kad) = &mut self.kad {
+                    kad.on_unreachable(peer, now);
+                }
+            }
+            self.drain_kad(now);
+        }
+    }
+
+    pub(super) fn close_idle_lookup_conns(&mut self, now: Instant) {
+        let idle = self.config.lookup_idle;
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| {
+                e.lookup_only
+                    && e.conn.is_established()
+                    && !e.conn.is_closing()
+                    && e.last_active + idle <= now
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.close_conn(id, LocalClose::Requested, true, now);
+        }
+    }
+
+    pub(super) fn user_lookup(
+        &mut self,
+        key: Key,
+        kind: LookupKind,
+        reply: Option<crossbeam_channel::Sender<LookupResult>>,
+        now: Instant,
+    ) {
+        let Some(kad) = &mut self.kad else { return };
+        let id = match kind {
+            LookupKind::GetProviders => kad.find_providers(key, now),
+            _ => kad.find_node(key, now),
+        };
+        if let Some(id) = id {
+            match reply {
+                Some(tx) => {
+                    self.lookup_waiters.insert(id, tx);
+                }
+                None => {
+                    self.user_lookups.insert(id);
+                }
+            }
+        }
+        self.drain_kad(now);
+    }
+
+    /// Carries out what the DHT asked for: messages, penalties, finished lookups.
+    /// Sends that fail at once feed back into the DHT, so this loops until it is quiet.
+    pub(super) fn drain_kad(&mut self, now: Instant) {
+        loop {
+            let Some(kad) = &mut self.kad else { return };
+            let outputs: Vec<KadOutput> = std::iter::from_fn(|| kad.poll_output()).collect();
+            let results: Vec<LookupResult> = std::iter::from_fn(|| kad.poll_result()).collect();
+            if outputs.is_empty() && results.is_empty() {
+                return;
+            }
+            for out in outputs {
+                match out {
+                    KadOutput::Send { peer, addrs, bytes } => {
+                        self.send_kad(peer, addrs, bytes, now)
+                    }
+                    KadOutput::Misbehaved {
+                        peer,
+                        reason,
+                        minor,
+                    } => {
+                        log::debug!("peer {} misbehaved in the DHT: {reason}", peer.short());
+                        let penalty = if minor {
+                            -self.config.limits.violation_penalty / 10.0
+                        } else {
+                            -self.config.limits.violation_penalty
+                        };
+                        self.punish(peer, penalty, now);
+                    }
+                }
+            }
+            for r in results {
+                if let Some(tx) = self.lookup_waiters.remove(&r.id) {
+                    let _ = tx.try_send(r);
+                } else if self.user_lookups.remove(&r.id) {
+                    self.delivery_push(Event::Lookup(r), None);
+                }
+            }
+        }
+    }
+
+    pub(super) fn send_kad(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<SocketAddr>,
+        bytes: Vec<u8>,
+        now: Instant,
+    ) {
+        let conn = self
+            .peers
+            .get(&peer)
+            .or_else(|| self.kad_conns.get(&peer))
+            .copied();
+        if let Some(id) = conn {
+            if let Some(e) = self.conns.get_mut(&id) {
+                if e.conn.is_established() {
+                    e.last_active = now;
+                    if e.conn
+                        .send(KAD_CHANNEL, Arc::new(bytes), SendOptions::default())
+                        .is_err()
+                    {
+                        Metrics::count(&mut self.metrics.drops, "kad_queue_full");
+                    }
+                    self.touched.push(id);
+                    return;
+                }
+                let waiting = self.kad_waiting.entry(peer).or_default();
+                if waiting.len() < MAX_KAD_WAITING {
+                    waiting.push(bytes);
+                }
+                return;
+            }
+        }
+        let room =
+            self.kad_conns.len() < self.config.max_lookup_conns || self.evict_lookup_conn(now);
+        let dialed = match addrs.first() {
+            Some(addr) if room && self.shutdown.is_none() => {
+                self.dial_with(*addr, Some(peer), false, true, now)
+            }
+            _ => None,
+        };
+        match dialed {
+            Some(id) => {
+                self.kad_conns.insert(peer, id);
+                self.kad_waiting.entry(peer).or_default().push(bytes);
+            }
+            None => {
+                if let Some(kad) = &mut self.kad {
+                    kad.on_unreachable(peer, now);
+                }
+            }
+        }
+    }
+
+    /// Closes the least recently active lookup connection to make room for another;
+    /// `false` if none can go (all still dialing).
+    pub(super) fn evict_lookup_conn(&mut self, now: Instant) -> bool {
+        let victim = self
+            .kad_conns
+            .iter()
+            .filter_map(|(peer, id)| self.conns.get(id).map(|e| (*peer, *id, e)))
+            .filter(|(_, _, e)| e.conn.is_established() && !e.conn.is_closing())
+            .min_by_key(|(_, _, e)| e.last_active)
+            .map(|(peer, id, _)| (peer, id));
+        let Some((peer, id)) = victim else {
+            return false;
+        };
+        self.kad_conns.remove(&peer);
+        self.close_conn(id, LocalClose::Requested, true, now);
+        true
+    }
+}
