@@ -1,0 +1,242 @@
+//! Lazy push: IHAVE/IWANT, choking of duplicate-only links, and IDONTWANT at the
+//! first fragment with its deadline.
+
+use super::*;
+
+impl Router {
+    // ------------------------------------------------------------ receiving
+
+    /// The first fragment of a large gossip RPC from `from` arrived: if it carries a
+    /// message we do not have, tell the mesh not to send us copies. Only a mesh peer
+    /// of a subscribed topic (the message's, when the fragment shows it) is believed,
+    /// for a bounded number of messages at a time and until a deadline: a message
+    /// that does not complete by then is fetched elsewhere and costs the announcer.
+    pub fn handle_first_fragment(&mut self, from: PeerId, prefix: &[u8], now: Instant) {
+        if !self.config.idontwant {
+            return;
+        }
+        let Some((id, topic)) = message::peek_first(prefix) else {
+            return;
+        };
+        if self.seen.contains(&id) || self.incoming.contains(&id) {
+            return;
+        }
+        let in_mesh = |t: &Topic| t.subscribed && t.mesh.contains_key(&from);
+        let mesh_topics: Vec<String> = match &topic {
+            Some(name) => self
+                .topics
+                .get(name)
+                .filter(|t| in_mesh(t))
+                .map(|_| vec![name.clone()])
+                .unwrap_or_default(),
+            None => self
+                .topics
+                .iter()
+                .filter(|(_, t)| in_mesh(t))
+                .map(|(n, _)| n.clone())
+                .collect(),
+        };
+        if mesh_topics.is_empty() {
+            return;
+        }
+        let deadline = now + self.config.announce_timeout;
+        let max = self.config.max_announced_per_peer;
+        if !self
+            .incoming
+            .announce(id, from, mesh_topics.clone(), deadline, max)
+        {
+            return;
+        }
+        let mut others: Vec<PeerId> = Vec::new();
+        for name in &mesh_topics {
+            if let Some(t) = self.topics.get_mut(name) {
+                for (p, l) in t.mesh.iter_mut().filter(|(p, _)| **p != from) {
+                    l.hushed = true;
+                    if !others.contains(p) {
+                        others.push(*p);
+                    }
+                }
+            }
+        }
+        others.sort();
+        for p in others {
+            self.rpc(p).idontwant.push(wire::IDontWant {
+                ids: vec![id.to_vec()],
+            });
+        }
+        self.flush(now);
+    }
+
+    /// Announcements whose message did not complete in time: penalize the announcer
+    /// and ask other mesh peers for the message.
+    pub(super) fn expire_announcements(&mut self, now: Instant) {
+        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
+        for (id, a) in self.incoming.expire(now) {
+            if self.seen.contains(&id) {
+                continue;
+            }
+            self.penalize(a.from, Penalty::BrokenAnnouncement);
+            let mut holders: Vec<PeerId> = a
+                .topics
+                .iter()
+                .filter_map(|t| self.topics.get(t))
+                .flat_map(|t| t.mesh.keys().copied())
+                .filter(|p| *p != a.from)
+                .collect();
+            holders.sort();
+            holders.dedup();
+            self.rng.shuffle(&mut holders);
+            for p in holders.into_iter().take(2) {
+                self.promises.insert(id, (p, deadline));
+                self.rpc(p).iwant.push(wire::IWant {
+                    ids: vec![id.to_vec()],
+                });
+            }
+        }
+    }
+
+    pub(super) fn handle_ihave(&mut self, from: PeerId, ihave: wire::IHave, now: Instant) {
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        // Counted in ids: a choked mesh link announces every message in its own IHAVE
+        // entry, and every one of those must get through.
+        p.ihaves += ihave.ids.len();
+        if p.ihaves > self.config.max_ihave_messages * self.config.max_ihave_length {
+            return;
+        }
+        if !self.topics.get(&ihave.topic).is_some_and(|t| t.subscribed) {
+            return;
+        }
+        let at = now + self.config.iwant_delay;
+        for raw in ihave.ids.into_iter().take(self.config.max_ihave_length) {
+            let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
+                continue;
+            };
+            let known = self.seen.contains(&id) || self.incoming.contains(&id);
+            if known || self.promises.contains_key(&id) || self.iwant_due.contains_key(&id) {
+                continue;
+            }
+            self.iwant_due.insert(id, (from, at));
+        }
+    }
+
+    /// Sends the IWANTs whose delay ran out for messages still missing.
+    pub(super) fn send_due_iwants(&mut self, now: Instant) {
+        let due: Vec<(MessageId, PeerId)> = self
+            .iwant_due
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(id, (p, _))| (*id, *p))
+            .collect();
+        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
+        let mut per_peer: HashMap<PeerId, Vec<Vec<u8>>> = HashMap::new();
+        for (id, peer) in due {
+            self.iwant_due.remove(&id);
+            let known = self.seen.contains(&id) || self.incoming.contains(&id);
+            if known || !self.peers.contains_key(&peer) {
+                continue;
+            }
+            self.promises.insert(id, (peer, deadline));
+            per_peer.entry(peer).or_default().push(id.to_vec());
+        }
+        let mut peers: Vec<_> = per_peer.into_iter().collect();
+        peers.sort_by_key(|(p, _)| *p);
+        for (peer, ids) in peers {
+            self.rpc(peer).iwant.push(wire::IWant { ids });
+        }
+    }
+
+    pub(super) fn handle_iwant(&mut self, from: PeerId, iwant: wire::IWant) {
+        let max = self.config.max_iwant_replies;
+        let mut msgs = Vec::new();
+        for raw in iwant.ids.iter().take(self.config.max_ihave_length) {
+            let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
+                continue;
+            };
+            if let Some(m) = self.mcache.get_for_iwant(&id, from, max) {
+                msgs.push(m.clone());
+            }
+        }
+        self.rpc(from).publish.extend(msgs);
+    }
+
+    /// Chokes mesh links that mostly brought duplicates in the last window. The
+    /// `d_eager_min` links that delivered first most often always stay eager.
+    pub(super) fn choke_round(&mut self, topic: &str) {
+        let (keep, dups) = (self.config.d_eager_min, self.config.choke_duplicates);
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let mut ranked: Vec<(PeerId, u32, u32, bool)> = t
+            .mesh
+            .iter()
+            .map(|(p, l)| (*p, l.first, l.dups, l.we_choked))
+            .collect();
+        // Most first deliveries first; ties: fewer duplicates, then id (deterministic).
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+        let mut chokes = Vec::new();
+        let mut unchokes = Vec::new();
+        for (rank, (p, first, dup, choked)) in ranked.into_iter().enumerate() {
+            let Some(l) = t.mesh.get_mut(&p) else {
+                continue;
+            };
+            if rank < keep {
+                if choked {
+                    l.we_choked = false;
+                    unchokes.push(p);
+                }
+            } else if !choked && dup >= dups && first * 3 < dup {
+                l.we_choked = true;
+                chokes.push(p);
+            }
+            l.first = 0;
+            l.dups = 0;
+            l.hushed = false;
+        }
+        for p in chokes {
+            self.rpc(p).choke.push(wire::Choke {
+                topic: topic.to_string(),
+            });
+        }
+        for p in unchokes {
+            self.rpc(p).unchoke.push(wire::Unchoke {
+                topic: topic.to_string(),
+            });
+        }
+    }
+
+    pub(super) fn emit_gossip(&mut self, topic: &str) {
+        let ids = self.mcache.gossip_ids(topic);
+        if ids.is_empty() {
+            return;
+        }
+        let threshold = self.config.gossip_threshold;
+        let Some(t) = self.topics.get(topic) else {
+            return;
+        };
+        let mut targets: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                p.topics.contains(topic)
+                    && !t.mesh.contains_key(id)
+                    && p.score.value(&self.weights) >= threshold
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        targets.sort();
+        self.rng.shuffle(&mut targets);
+        let ids: Vec<Vec<u8>> = ids
+            .into_iter()
+            .take(self.config.max_ihave_length)
+            .map(|i| i.to_vec())
+            .collect();
+        for p in targets.into_iter().take(self.config.d_lazy) {
+            self.rpc(p).ihave.push(wire::IHave {
+                topic: topic.to_string(),
+                ids: ids.clone(),
+            });
+        }
+    }
+}
