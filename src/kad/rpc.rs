@@ -1,0 +1,239 @@
+//! Kademlia RPCs in: requests answered, responses fed to their lookups, sender
+//! records learned into the table; misbehaviour reported.
+
+use super::*;
+
+impl Kademlia {
+    // ------------------------------------------------------------ inputs
+
+    /// A peer connected: introduce ourselves, and learn its record from the answer.
+    pub fn on_connected(&mut self, peer: PeerId, addrs: Vec<SocketAddr>, now: Instant) {
+        self.request(
+            peer,
+            addrs,
+            wire::kad_request::Body::Ping(wire::KadPing {}),
+            None,
+            false,
+            now,
+        );
+    }
+
+    /// `peer` cannot be reached: its requests fail now.
+    pub fn on_unreachable(&mut self, peer: PeerId, now: Instant) {
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.fail_request(id, now);
+        }
+    }
+
+    /// A message from `from` on the Kademlia channel, whose connection comes from
+    /// `seen` (what the table's diversity limits count).
+    pub fn handle_message(
+        &mut self,
+        from: PeerId,
+        seen: Option<IpAddr>,
+        bytes: &[u8],
+        now: Instant,
+    ) {
+        let Ok(msg) = wire::KadMessage::decode(bytes) else {
+            return self.misbehaved(from, "undecodable kad message");
+        };
+        match msg.msg {
+            Some(wire::kad_message::Msg::Request(req)) => self.handle_request(from, seen, req, now),
+            Some(wire::kad_message::Msg::Response(resp)) => {
+                self.handle_response(from, seen, resp, now)
+            }
+            None => self.misbehaved(from, "empty kad message"),
+        }
+    }
+
+    pub(super) fn misbehaved(&mut self, peer: PeerId, reason: &'static str) {
+        log::debug!("kad: peer {} misbehaved: {reason}", peer.short());
+        self.outputs.push_back(KadOutput::Misbehaved {
+            peer,
+            reason,
+            minor: false,
+        });
+    }
+
+    /// Verifies the record a peer sent about itself and puts it in the table. `Err`
+    /// when the record is bad (the peer is reported); `Ok(None)` when there is none.
+    pub(super) fn learn_sender(
+        &mut self,
+        from: PeerId,
+        seen: Option<IpAddr>,
+        raw: Option<wire::PeerRecord>,
+        now: Instant,
+    ) -> Result<Option<PeerRecord>, ()> {
+        let Some(raw) = raw else { return Ok(None) };
+        match self.verify_record(raw) {
+            Ok(rec) if rec.id == from => {
+                if let Insert::PingLeastRecent(lrs) = self.table.insert(rec.clone(), seen, now) {
+                    if let Some(addrs) = self.table.get(&lrs).map(|r| r.addrs.clone()) {
+                        self.request(
+                            lrs,
+                            addrs,
+                            wire::kad_request::Body::Ping(wire::KadPing {}),
+                            None,
+                            true,
+                            now,
+                        );
+                    }
+                }
+                self.bootstrap_on_first_contact(now);
+                Ok(Some(rec))
+            }
+            Ok(_) => {
+                self.misbehaved(from, "sender record of another peer");
+                Err(())
+            }
+            Err(_) => {
+                self.misbehaved(from, "invalid sender record");
+                Err(())
+            }
+        }
+    }
+
+    pub(super) fn handle_request(
+        &mut self,
+        from: PeerId,
+        seen: Option<IpAddr>,
+        req: wire::KadRequest,
+        now: Instant,
+    ) {
+        if !self.rates.try_take(from, now) {
+            let reason = "kad request rate";
+            self.outputs.push_back(KadOutput::Misbehaved {
+                peer: from,
+                reason,
+                minor: true,
+            });
+            return;
+        }
+        let Ok(sender) = self.learn_sender(from, seen, req.sender, now) else {
+            return;
+        };
+        let sender_addrs = sender.as_ref().map(|r| r.addrs.clone()).unwrap_or_default();
+        let k = self.config.table.k;
+        let mut resp = wire::KadResponse {
+            id: req.id,
+            sender: Some(self.record.to_wire()),
+            ..Default::default()
+        };
+        use wire::kad_request::Body;
+        match req.body {
+            Some(Body::Ping(_)) => {}
+            Some(Body::FindNode(f)) => {
+                let Some(key) = key32(&f.key) else {
+                    return self.misbehaved(from, "bad key");
+                };
+                resp.closer = self.closest_except(&key, k, from);
+            }
+            Some(Body::GetProviders(g)) => {
+                let Some(key) = key32(&g.key) else {
+                    return self.misbehaved(from, "bad key");
+                };
+                resp.providers = self
+                    .providers
+                    .get(&key, now)
+                    .iter()
+                    .map(PeerRecord::to_wire)
+                    .collect();
+                resp.closer = self.closest_except(&key, k, from);
+            }
+            Some(Body::AddProvider(a)) => {
+                let Some(key) = key32(&a.key) else {
+                    return self.misbehaved(from, "bad key");
+                };
+                let Some(rec) = sender else {
+                    return self.misbehaved(from, "provider without a record");
+                };
+                // Our TTL cap, and a cap per provider, whatever the peer asks for.
+                let ttl = Duration::from_secs(a.ttl_secs).min(self.config.provider_ttl);
+                self.providers.add(key, rec, ttl, now);
+            }
+            None => return self.misbehaved(from, "kad request without body"),
+        }
+        let bytes = wire::KadMessage {
+            msg: Some(wire::kad_message::Msg::Response(resp)),
+        }
+        .encode_to_vec();
+        self.outputs.push_back(KadOutput::Send {
+            peer: from,
+            addrs: sender_addrs,
+            bytes,
+        });
+    }
+
+    pub(super) fn closest_except(
+        &self,
+        key: &Key,
+        k: usize,
+        except: PeerId,
+    ) -> Vec<wire::PeerRecord> {
+        self.table
+            .closest(key, k + 1)
+            .into_iter()
+            .filter(|r| r.id != except)
+            .take(k)
+            .map(|r| r.to_wire())
+            .collect()
+    }
+
+    pub(super) fn handle_response(
+        &mut self,
+        from: PeerId,
+        seen: Option<IpAddr>,
+        resp: wire::KadResponse,
+        now: Instant,
+    ) {
+        let Some(pending) = self.untrack(resp.id) else {
+            return; // late or unknown: harmless
+        };
+        if pending.peer != from {
+            self.track(resp.id, pending);
+            return self.misbehaved(from, "answer to a request sent elsewhere");
+        }
+        let k = self.config.table.k;
+        let oversized =
+            resp.closer.len() > k || resp.providers.len() > self.config.max_providers_per_key;
+        if oversized {
+            self.misbehaved(from, "oversized kad answer");
+        }
+        if oversized || self.learn_sender(from, seen, resp.sender, now).is_err() {
+            // A dropped answer is a failed request: the lookup moves on without it.
+            return self.request_failed(pending, now);
+        }
+        if pending.table_ping {
+            self.table.ping_result(from, true, now);
+        }
+        let mut forged = false;
+        let mut verify = |kad: &mut Self, list: Vec<wire::PeerRecord>| -> Vec<PeerRecord> {
+            list.into_iter()
+                .filter_map(|r| match kad.verify_record(r) {
+                    Ok(r) => Some(r),
+                    Err(_) => {
+                        forged = true;
+                        None
+                    }
+                })
+                .collect()
+        };
+        let closer = verify(self, resp.closer);
+        let providers = verify(self, resp.providers);
+        if forged {
+            self.misbehaved(from, "forged peer record");
+        }
+        if let Some(id) = pending.lookup {
+            if let Some(run) = self.lookups.get_mut(&id) {
+                run.lookup.on_response(&from, closer, providers);
+            }
+            self.drive(id, now);
+        }
+    }
+}
