@@ -193,24 +193,30 @@ pub fn pack(rpc: wire::GossipRpc, limits: &RpcLimits) -> Vec<wire::GossipRpc> {
         packer.add(&mut out, 0, 0, control, |r| &mut r.unchoke, u);
     }
     for h in rpc.ihave {
-        for ids in h.ids.chunks(id_chunk) {
-            let entry = wire::IHave {
-                topic: h.topic.clone(),
-                ids: ids.to_vec(),
-            };
-            packer.add(&mut out, ids.len(), 0, control, |r| &mut r.ihave, entry);
+        for ids in id_chunks(h.ids, id_chunk) {
+            let (n, topic) = (ids.len(), h.topic.clone());
+            let entry = wire::IHave { topic, ids };
+            packer.add(&mut out, n, 0, control, |r| &mut r.ihave, entry);
         }
     }
     for w in rpc.iwant {
-        for ids in w.ids.chunks(id_chunk) {
-            let entry = wire::IWant { ids: ids.to_vec() };
-            packer.add(&mut out, ids.len(), 0, control, |r| &mut r.iwant, entry);
+        for ids in id_chunks(w.ids, id_chunk) {
+            let n = ids.len();
+            packer.add(
+                &mut out,
+                n,
+                0,
+                control,
+                |r| &mut r.iwant,
+                wire::IWant { ids },
+            );
         }
     }
     for d in rpc.idontwant {
-        for ids in d.ids.chunks(id_chunk) {
-            let entry = wire::IDontWant { ids: ids.to_vec() };
-            packer.add(&mut out, ids.len(), 0, control, |r| &mut r.idontwant, entry);
+        for ids in id_chunks(d.ids, id_chunk) {
+            let n = ids.len();
+            let entry = wire::IDontWant { ids };
+            packer.add(&mut out, n, 0, control, |r| &mut r.idontwant, entry);
         }
     }
     for m in rpc.publish {
@@ -222,7 +228,7 @@ pub fn pack(rpc: wire::GossipRpc, limits: &RpcLimits) -> Vec<wire::GossipRpc> {
     out
 }
 
-/// One IHAVE per topic, one IWANT and one IDONTWANT, each without repeated ids.
+/// One IHAVE per topic, one IWANT and one IDONTWANT (the ids move, no copies).
 fn merge(mut rpc: wire::GossipRpc) -> wire::GossipRpc {
     let mut ihave: Vec<wire::IHave> = Vec::new();
     for h in rpc.ihave.drain(..) {
@@ -231,26 +237,27 @@ fn merge(mut rpc: wire::GossipRpc) -> wire::GossipRpc {
             None => ihave.push(h),
         }
     }
-    for h in &mut ihave {
-        dedup(&mut h.ids);
-    }
     rpc.ihave = ihave;
-    let mut want: Vec<Vec<u8>> = rpc.iwant.drain(..).flat_map(|w| w.ids).collect();
-    dedup(&mut want);
-    if !want.is_empty() {
-        rpc.iwant = vec![wire::IWant { ids: want }];
+    if rpc.iwant.len() > 1 {
+        let ids = rpc.iwant.drain(..).flat_map(|w| w.ids).collect();
+        rpc.iwant = vec![wire::IWant { ids }];
     }
-    let mut dont: Vec<Vec<u8>> = rpc.idontwant.drain(..).flat_map(|d| d.ids).collect();
-    dedup(&mut dont);
-    if !dont.is_empty() {
-        rpc.idontwant = vec![wire::IDontWant { ids: dont }];
+    if rpc.idontwant.len() > 1 {
+        let ids = rpc.idontwant.drain(..).flat_map(|d| d.ids).collect();
+        rpc.idontwant = vec![wire::IDontWant { ids }];
     }
     rpc
 }
 
-fn dedup(ids: &mut Vec<Vec<u8>>) {
-    let mut seen = std::collections::HashSet::new();
-    ids.retain(|id| seen.insert(id.clone()));
+/// `ids` in consecutive runs of at most `n`, moved rather than copied.
+fn id_chunks(mut ids: Vec<Vec<u8>>, n: usize) -> impl Iterator<Item = Vec<Vec<u8>>> {
+    std::iter::from_fn(move || {
+        if ids.is_empty() {
+            return None;
+        }
+        let rest = ids.split_off(ids.len().min(n));
+        Some(std::mem::replace(&mut ids, rest))
+    })
 }
 
 struct Packer<'a> {
