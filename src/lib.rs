@@ -116,4 +116,8 @@ pub use error::{
 pub use identity::{Keypair, PeerId};
 pub use metrics::Metrics;
 pub use mux::{ChannelConfig, ChannelId, RateLimit, SendOptions};
+/// A whole node core driven without sockets (fuzzing builds only).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use node::harness;
 pub use node::{Event, NodeBuilder, NodeHandle, PeerInfo, StartError};

@@ -4,6 +4,8 @@ pub(crate) mod command;
 pub(crate) mod core;
 pub(crate) mod delivery;
 mod event;
+#[cfg(any(test, fuzzing))]
+pub mod harness;
 pub(crate) mod shared;
 
 use std::collections::HashMap;
@@ -229,32 +231,7 @@ impl NodeBuilder {
             Some(k) => k,
             None => Arc::new(Keypair::generate().map_err(StartError::Identity)?),
         };
-        if let Some(g) = &config.gossip {
-            let max = g.max_message_size + 4096;
-            if config.channel(GOSSIP_CHANNEL).is_none() {
-                config.mux.channels.push(
-                    ChannelConfig::new(GOSSIP_CHANNEL)
-                        .priority(2)
-                        .max_message_size(max)
-                        .recv_window((2 * max).max(8 << 20))
-                        .send_queue_capacity(4096)
-                        .announce_first_fragment(true),
-                );
-            }
-        }
-        // Our RPCs are packed to what the gossip channel carries.
-        if let (Some(g), Some(c)) = (&mut config.gossip, config.mux.channel(GOSSIP_CHANNEL)) {
-            g.rpc_limits.max_bytes = c.max_message_size;
-        }
-        if config.kad.is_some() && config.channel(KAD_CHANNEL).is_none() {
-            config.mux.channels.push(
-                ChannelConfig::new(KAD_CHANNEL)
-                    .priority(4)
-                    .max_message_size(MAX_KAD_MESSAGE)
-                    .recv_window(4 * MAX_KAD_MESSAGE)
-                    .send_queue_capacity(256),
-            );
-        }
+        complete_config(&mut config);
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
         for addr in &config.listen {
@@ -263,16 +240,7 @@ impl NodeBuilder {
             listeners.push(l);
         }
         config.listen.clone_from(&bound);
-        let mut handshake = HandshakeConfig::new(config.network_id.clone());
-        handshake.ciphers.clone_from(&config.ciphers);
-        handshake.max_frame_plaintext = config.max_frame_plaintext;
-        handshake.timeout = config.handshake_timeout;
-        handshake.node_info.listen_addrs = config.announce.clone().unwrap_or_else(|| bound.clone());
-        handshake.node_info.channels = config.mux.channels.iter().map(|c| c.id).collect();
-        handshake
-            .validate()
-            .map_err(|e| StartError::Config(format!("handshake settings: {e}")))?;
-
+        let handshake = handshake_config(&config, &bound)?;
         let config = Arc::new(config);
         let shared = Arc::new(NodeShared::new(config.clone()));
         let (events_tx, events) = crossbeam_channel::bounded(config.event_queue.max(1));
@@ -354,6 +322,54 @@ struct HandleInner {
 
 /// Gossip sequence numbers start from the wall clock so a restarted node never
 /// reuses one (and so never reuses a message id).
+/// Adds the protocol's own channels (gossip, DHT) to `config` unless the user
+/// described them, and sizes gossip RPCs to the gossip channel.
+pub(crate) fn complete_config(config: &mut NodeConfig) {
+    if let Some(g) = &config.gossip {
+        let max = g.max_message_size + 4096;
+        if config.channel(GOSSIP_CHANNEL).is_none() {
+            config.mux.channels.push(
+                ChannelConfig::new(GOSSIP_CHANNEL)
+                    .priority(2)
+                    .max_message_size(max)
+                    .recv_window((2 * max).max(8 << 20))
+                    .send_queue_capacity(4096)
+                    .announce_first_fragment(true),
+            );
+        }
+    }
+    // Our RPCs are packed to what the gossip channel carries.
+    if let (Some(g), Some(c)) = (&mut config.gossip, config.mux.channel(GOSSIP_CHANNEL)) {
+        g.rpc_limits.max_bytes = c.max_message_size;
+    }
+    if config.kad.is_some() && config.channel(KAD_CHANNEL).is_none() {
+        config.mux.channels.push(
+            ChannelConfig::new(KAD_CHANNEL)
+                .priority(4)
+                .max_message_size(MAX_KAD_MESSAGE)
+                .recv_window(4 * MAX_KAD_MESSAGE)
+                .send_queue_capacity(256),
+        );
+    }
+}
+
+/// What the handshake tells peers, from the completed config and bound addresses.
+pub(crate) fn handshake_config(
+    config: &NodeConfig,
+    bound: &[SocketAddr],
+) -> Result<HandshakeConfig, StartError> {
+    let mut handshake = HandshakeConfig::new(config.network_id.clone());
+    handshake.ciphers.clone_from(&config.ciphers);
+    handshake.max_frame_plaintext = config.max_frame_plaintext;
+    handshake.timeout = config.handshake_timeout;
+    handshake.node_info.listen_addrs = config.announce.clone().unwrap_or_else(|| bound.to_vec());
+    handshake.node_info.channels = config.mux.channels.iter().map(|c| c.id).collect();
+    handshake
+        .validate()
+        .map_err(|e| StartError::Config(format!("handshake settings: {e}")))?;
+    Ok(handshake)
+}
+
 fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

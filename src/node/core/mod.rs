@@ -202,6 +202,18 @@ impl NodeCore {
 
     // ------------------------------------------------------------ outputs
 
+    /// Reassembly bytes held by all connections together.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn reassembly_in_use(&self) -> usize {
+        self.reassembly_used
+    }
+
+    /// Bytes `id` sealed and has not yet written.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn pending_output(&self, id: ConnId) -> usize {
+        self.conns.get(&id).map_or(0, |e| e.conn.pending_output())
+    }
+
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }

@@ -1,0 +1,316 @@
+//! A whole node core driven without sockets, for the fuzzer and the tests: several
+//! inbound peers complete a real handshake with it, then each can send any
+//! plaintext (sealed as frames for it) or any raw bytes, while time moves. After
+//! every step the core's invariants are checked.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use ring::rand::SystemRandom;
+
+use crate::config::NodeConfig;
+use crate::gossip::GOSSIP_CHANNEL;
+use crate::identity::Keypair;
+use crate::kad::KAD_CHANNEL;
+use crate::mux::ChannelConfig;
+use crate::node::core::{ConnId, NodeCore};
+use crate::node::delivery::Delivery;
+use crate::node::event::Event;
+use crate::node::shared::NodeShared;
+use crate::node::{complete_config, handshake_config};
+use crate::secure::{FrameSealer, Handshake};
+
+/// The application channel the harness's node serves.
+pub const APP_CHANNEL: u32 = 1;
+/// Output bytes a connection may hold sealed and unwritten, at most: a few frames.
+const MAX_PENDING_OUTPUT: usize = 8 * (64 * 1024 + 64);
+
+struct Peer {
+    conn: ConnId,
+    sealer: FrameSealer,
+}
+
+/// A node core and the peers talking to it.
+pub struct CoreHarness {
+    core: NodeCore,
+    config: Arc<NodeConfig>,
+    peers: Vec<Peer>,
+    now: Instant,
+    rng: SystemRandom,
+    events: Receiver<Event>,
+}
+
+impl CoreHarness {
+    /// A node with gossip, the DHT and one application channel, and `peers` inbound
+    /// peers that completed the handshake (each from its own address).
+    pub fn new(peers: usize) -> Self {
+        let mut config = NodeConfig::new("harness");
+        config.mux.channels.push(ChannelConfig::new(APP_CHANNEL));
+        config.event_queue = 64;
+        complete_config(&mut config);
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("literal address");
+        let handshake = handshake_config(&config, &[addr]).expect("valid settings");
+        let config = Arc::new(config);
+        let key = Arc::new(Keypair::from_seed([7; 32]));
+        let (tx, events) = crossbeam_channel::bounded(config.event_queue);
+        let now = Instant::now();
+        let core = NodeCore::new(
+            config.clone(),
+            Arc::new(handshake),
+            key,
+            Arc::new(NodeShared::new(config.clone())),
+            Delivery::new(tx, HashMap::new()),
+            None,
+            now,
+            1_700_000_000,
+        );
+        let mut h = CoreHarness {
+            core,
+            config,
+            peers: Vec::new(),
+            now,
+            rng: SystemRandom::new(),
+            events,
+        };
+        for i in 0..peers {
+            h.connect(i);
+        }
+        h
+    }
+
+    /// Peer `i` dials in and completes the handshake.
+    fn connect(&mut self, i: usize) {
+        let addr = SocketAddr::from(([127, 1, i as u8, 1], 4000));
+        let Some(conn) = self.core.on_inbound(addr, self.now) else {
+            return;
+        };
+        let mut seed = [0u8; 32];
+        seed[0] = i as u8 + 1;
+        let mut hs_config = crate::secure::HandshakeConfig::new("harness");
+        hs_config.node_info.channels = vec![APP_CHANNEL, GOSSIP_CHANNEL, KAD_CHANNEL];
+        let Ok(mut hs) = Handshake::initiator(
+            Arc::new(hs_config),
+            Arc::new(Keypair::from_seed(seed)),
+            Some(self.core.local_id()),
+            self.now,
+            &self.rng,
+        ) else {
+            return;
+        };
+        for _ in 0..4 {
+            if let Some(out) = hs.poll_transmit() {
+                self.deliver(conn, &out);
+            }
+            let reply = self.take_output(conn);
+            if !reply.is_empty() {
+                let _ = hs.handle_input(&reply, &self.rng);
+            }
+            if hs.is_done() {
+                if let Some(out) = hs.poll_transmit() {
+                    self.deliver_and_settle(conn, &out);
+                }
+                break;
+            }
+        }
+        if let Some(est) = hs.take_established() {
+            self.peers.push(Peer {
+                conn,
+                sealer: est.sealer,
+            });
+        }
+    }
+
+    /// Peers that completed the handshake.
+    pub fn peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Peer `i` sends `plaintext` as one sealed frame (a sequence of packets, or
+    /// anything else).
+    pub fn send_frame(&mut self, i: usize, plaintext: &[u8]) {
+        let Some(p) = self.peers.get_mut(i) else {
+            return;
+        };
+        let mut wire = Vec::new();
+        if p.sealer.seal(&mut wire, plaintext).is_ok() {
+            let conn = p.conn;
+            self.deliver_and_settle(conn, &wire);
+        }
+    }
+
+    /// Peer `i` sends raw bytes, sealed or not.
+    pub fn send_raw(&mut self, i: usize, bytes: &[u8]) {
+        if let Some(conn) = self.peers.get(i).map(|p| p.conn) {
+            self.deliver_and_settle(conn, bytes);
+        }
+    }
+
+    /// Time moves on by `by`; every deadline due runs.
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        let now = self.now;
+        let conns: Vec<ConnId> = self.peers.iter().map(|p| p.conn).collect();
+        for id in conns {
+            if self.core.conn_poll_timeout(id).is_some_and(|t| t <= now)
+                && !self.core.conn_timeout(id, now)
+            {
+                self.service(id);
+            }
+        }
+        if self.core.poll_timeout(now).is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        self.settle();
+    }
+
+    /// The application takes up to `n` events.
+    pub fn take_events(&mut self, n: usize) -> usize {
+        self.events.try_iter().take(n).count()
+    }
+
+    /// Checks what must hold whatever the peers sent.
+    pub fn check_invariants(&self) {
+        let used = self.core.reassembly_in_use();
+        assert!(
+            used <= self.config.reassembly_budget,
+            "reassembly {used} over the budget"
+        );
+        for p in &self.peers {
+            let pending = self.core.pending_output(p.conn);
+            assert!(
+                pending <= MAX_PENDING_OUTPUT,
+                "{pending} bytes sealed ahead"
+            );
+        }
+    }
+
+    /// Bytes arrive on `conn`, as the driver would hand them over.
+    fn deliver(&mut self, conn: ConnId, mut bytes: &[u8]) {
+        let now = self.now;
+        while !bytes.is_empty() {
+            self.core.begin_read(conn);
+            let Some(c) = self.core.conn_mut(conn) else {
+                return;
+            };
+            if !c.read_allowed(now) {
+                break;
+            }
+            let buf = c.read_buf();
+            let n = buf.len().min(bytes.len());
+            if n == 0 {
+                break;
+            }
+            buf[..n].copy_from_slice(&bytes[..n]);
+            c.handle_read(n, now, &self.rng);
+            bytes = &bytes[n..];
+            self.core.process(conn, now);
+        }
+    }
+
+    /// Bytes arrive on `conn`; then everything it and the core have to send goes out.
+    fn deliver_and_settle(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.deliver(conn, bytes);
+        self.service(conn);
+        self.settle();
+    }
+
+    /// Writes out (and drops) what `conn` has to send; closes it once finished.
+    fn service(&mut self, conn: ConnId) {
+        let _ = self.take_output(conn);
+    }
+
+    fn take_output(&mut self, conn: ConnId) -> Vec<u8> {
+        let now = self.now;
+        self.core.process(conn, now);
+        let mut out = Vec::new();
+        let Some(c) = self.core.conn_mut(conn) else {
+            return out;
+        };
+        loop {
+            let bytes = c.poll_transmit(now);
+            if bytes.is_empty() {
+                break;
+            }
+            out.extend_from_slice(bytes);
+            let n = bytes.len();
+            c.advance_transmit(n);
+        }
+        let finished = c.is_finished();
+        self.core.sync_dequeued(conn);
+        if finished {
+            self.core.on_closed(conn, now);
+        }
+        out
+    }
+
+    /// Services every connection the core touched until it is quiet (dials are
+    /// dropped: nobody is listening).
+    fn settle(&mut self) {
+        for _ in 0..64 {
+            while self.core.poll_action().is_some() {}
+            let touched = self.core.take_touched();
+            if touched.is_empty() {
+                return;
+            }
+            for id in touched {
+                self.service(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mux::packet;
+
+    #[test]
+    fn peers_complete_the_handshake_and_hostile_bytes_keep_the_core_in_bounds() {
+        let mut h = CoreHarness::new(10);
+        assert_eq!(h.peers(), 10);
+        let connected = h
+            .events
+            .try_iter()
+            .filter(|e| matches!(e, Event::PeerConnected { .. }))
+            .count();
+        assert_eq!(connected, 10);
+        // Every peer announces 4 MiB on the application and gossip channels and
+        // never finishes: 80 MiB asked for, a 64 MiB budget.
+        for i in 0..10 {
+            for ch in [APP_CHANNEL, GOSSIP_CHANNEL] {
+                let mut p = Vec::new();
+                packet::put_msg(&mut p, ch, false, &[0u8; 100], 4 << 20);
+                h.send_frame(i, &p);
+                h.check_invariants();
+            }
+        }
+        let closed = |h: &CoreHarness, label: &str| {
+            h.core
+                .metrics()
+                .disconnects
+                .get(label)
+                .copied()
+                .unwrap_or(0)
+        };
+        assert!(closed(&h, "reassembly_budget") >= 1);
+        // Unknown channels, garbage sealed and raw, and time.
+        for i in 0..10 {
+            let mut p = Vec::new();
+            packet::put_msg(&mut p, 999, true, &[1], 0);
+            h.send_frame(i, &p);
+            h.send_frame(i, &[0xff; 300]);
+            h.send_raw(i, &[0x00, 0x00, 0x10, 0x00, 1, 2, 3]);
+            h.advance(Duration::from_secs(3));
+            h.check_invariants();
+        }
+        h.take_events(100);
+        for _ in 0..20 {
+            h.advance(Duration::from_secs(5));
+            h.check_invariants();
+        }
+        assert_eq!(h.core.reassembly_in_use(), 0, "everything closed and freed");
+    }
+}
