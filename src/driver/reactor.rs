@@ -25,6 +25,9 @@ pub(crate) const WAKER: Token = Token(0);
 const READ_BUDGET: usize = 1 << 20;
 /// Commands handled per loop turn before sockets get a turn.
 const COMMAND_BUDGET: usize = 4096;
+/// Connections accepted from one listener per loop turn, so a flood of new
+/// connections cannot keep established ones from being served.
+const ACCEPT_BUDGET: usize = 32;
 
 enum Kind {
     Listener(TcpListener),
@@ -67,6 +70,8 @@ pub(crate) struct Reactor {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     /// Sockets to service again this turn (budget left them readable).
     again: Vec<usize>,
+    /// Listeners to accept from again (budget left connections waiting).
+    accept_again: Vec<usize>,
     rng: SystemRandom,
     stop: bool,
 }
@@ -83,6 +88,7 @@ impl Reactor {
             nodes: Vec::new(),
             timers: BinaryHeap::new(),
             again: Vec::new(),
+            accept_again: Vec::new(),
             rng: SystemRandom::new(),
             stop: false,
         }
@@ -92,7 +98,7 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         while !self.stop {
             let now = Instant::now();
-            let timeout = if self.again.is_empty() {
+            let timeout = if self.again.is_empty() && self.accept_again.is_empty() {
                 self.timers
                     .peek()
                     .map(|Reverse((t, _))| t.saturating_duration_since(now))
@@ -108,6 +114,9 @@ impl Reactor {
             }
             let now = Instant::now();
             let mut work: Vec<usize> = std::mem::take(&mut self.again);
+            for token in std::mem::take(&mut self.accept_again) {
+                self.accept(token, now);
+            }
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
@@ -219,7 +228,7 @@ impl Reactor {
     }
 
     fn accept(&mut self, token: usize, now: Instant) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let Some(Sock {
                 node,
                 kind: Kind::Listener(listener),
@@ -254,6 +263,9 @@ impl Reactor {
                 self.service(t, now);
             }
         }
+        // Budget used up: more may be waiting, and edge-triggered polling will not
+        // say so again.
+        self.accept_again.push(token);
     }
 
     fn dial(
