@@ -14,7 +14,7 @@ use ring::rand::SecureRandom;
 use crate::error::{DisconnectReason, FrameError, LocalClose, SendError};
 use crate::identity::{Keypair, PeerId};
 use crate::mux::{ChannelId, Mux, MuxConfig, MuxEvent, SendOptions};
-use crate::secure::frame::HEADER_LEN;
+use crate::secure::frame::{DEFAULT_MAX_PLAINTEXT, HEADER_LEN};
 use crate::secure::handshake::MAX_HANDSHAKE_MSG;
 use crate::secure::{CipherSuite, FrameOpener, FrameSealer, Handshake, HandshakeConfig, NodeInfo};
 
@@ -250,6 +250,11 @@ impl Connection {
             mux: Mux::new(&self.mux_config, now, self.ping_seed),
         });
         open.mux.set_reassembly_limit(self.reassembly_limit);
+        // What the peer said it accepts: frames and messages stay within it.
+        let info = &est.remote_info;
+        open.sealer
+            .limit_plaintext(info.max_frame_plaintext.unwrap_or(DEFAULT_MAX_PLAINTEXT));
+        open.mux.limit_sends(|channel| info.max_message(channel));
         // Early frames that came with the last handshake message; they fit, since the
         // opener buffers at least a whole frame and the scratch is smaller.
         let early = &self.scratch[used..n];

@@ -35,13 +35,21 @@ fn carry(from: &mut Connection, to: &mut Connection, now: Instant, rng: &SystemR
 }
 
 fn established_pair() -> (Connection, Connection, Instant, SystemRandom) {
+    let hs = Arc::new(HandshakeConfig::new("conn-test"));
+    established_with(hs.clone(), hs)
+}
+
+/// `a` dials `b`, each with its own handshake settings.
+fn established_with(
+    a_hs: Arc<HandshakeConfig>,
+    b_hs: Arc<HandshakeConfig>,
+) -> (Connection, Connection, Instant, SystemRandom) {
     let rng = SystemRandom::new();
     let now = Instant::now();
-    let hs = Arc::new(HandshakeConfig::new("conn-test"));
     let a_key = Arc::new(Keypair::generate().unwrap());
     let b_key = Arc::new(Keypair::generate().unwrap());
-    let mut a = Connection::outbound(hs.clone(), a_key, None, mux_config(), now, &rng, 1).unwrap();
-    let mut b = Connection::inbound(hs, b_key, mux_config(), now, 2);
+    let mut a = Connection::outbound(a_hs, a_key, None, mux_config(), now, &rng, 1).unwrap();
+    let mut b = Connection::inbound(b_hs, b_key, mux_config(), now, 2);
     while carry(&mut a, &mut b, now, &rng) + carry(&mut b, &mut a, now, &rng) > 0 {}
     assert!(a.is_established() && b.is_established());
     while a.poll_event().is_some() {}
@@ -99,4 +107,36 @@ fn a_peer_close_during_our_graceful_close_still_gets_everything_queued() {
     }
     assert_eq!(got, 3, "every queued message arrived before the close");
     assert!(a.is_finished() && b.is_finished());
+}
+
+#[test]
+fn what_the_peer_announces_it_accepts_bounds_our_frames_and_messages() {
+    let a_hs = Arc::new(HandshakeConfig::new("conn-test"));
+    let mut b_hs = HandshakeConfig::new("conn-test");
+    b_hs.max_frame_plaintext = 16 * 1024;
+    b_hs.node_info.max_frame_plaintext = Some(16 * 1024);
+    b_hs.node_info.channels = vec![CH];
+    b_hs.node_info.channel_max_message = vec![100_000];
+    let (mut a, mut b, now, rng) = established_with(a_hs, Arc::new(b_hs));
+    carry(&mut b, &mut a, now, &rng);
+    // Larger than b accepts on the channel: refused at send, the connection lives.
+    assert!(matches!(
+        a.send(CH, Arc::new(vec![0; 100_001]), SendOptions::default()),
+        Err(SendError::TooLarge { max: 100_000, .. })
+    ));
+    // Within it: sealed in frames b's 16 KiB limit opens.
+    a.send(CH, Arc::new(vec![3; 100_000]), SendOptions::default())
+        .unwrap();
+    let mut got = None;
+    for _ in 0..50 {
+        carry(&mut a, &mut b, now, &rng);
+        carry(&mut b, &mut a, now, &rng);
+        while let Some(ev) = b.poll_event() {
+            if let ConnEvent::Message { data, .. } = ev {
+                got = Some(data.len());
+            }
+        }
+    }
+    assert_eq!(b.disconnect_reason(), None, "every frame opened");
+    assert_eq!(got, Some(100_000));
 }

@@ -143,6 +143,17 @@ impl Mux {
         self.allowed = Some(channels.to_vec());
     }
 
+    /// Sends on each channel no message larger than `peer_max(channel)` says the
+    /// peer accepts (where it says), so a message it would refuse is refused here,
+    /// at `send`, instead of closing the connection there.
+    pub fn limit_sends(&mut self, peer_max: impl Fn(ChannelId) -> Option<usize>) {
+        for c in &mut self.send {
+            if let Some(max) = peer_max(c.config.id) {
+                c.max_message = c.max_message.min(max);
+            }
+        }
+    }
+
     /// Caps the bytes held for messages still arriving (all channels together).
     pub fn set_reassembly_limit(&mut self, bytes: usize) {
         self.reassembly_limit = bytes;

@@ -47,6 +47,8 @@ pub(crate) struct SendChannel {
     queue: VecDeque<OutMsg>,
     /// Bytes of the queued messages not yet sent.
     queued_bytes: usize,
+    /// The largest message the peer said it accepts here (never above our own).
+    pub(crate) max_message: usize,
     pub(crate) credit: u64,
     /// Bytes sent recently, decaying; divided by priority it orders the channels.
     pub(crate) recent: f64,
@@ -60,6 +62,7 @@ pub(crate) struct SendChannel {
 impl SendChannel {
     pub(crate) fn new(config: ChannelConfig) -> Self {
         SendChannel {
+            max_message: config.max_message_size,
             config,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -72,10 +75,10 @@ impl SendChannel {
     }
 
     pub(crate) fn push(&mut self, data: Arc<Vec<u8>>, opts: SendOptions) -> Result<(), SendError> {
-        if data.len() > self.config.max_message_size {
+        if data.len() > self.max_message {
             return Err(SendError::TooLarge {
                 size: data.len(),
-                max: self.config.max_message_size,
+                max: self.max_message,
             });
         }
         if let Some(key) = opts.replace_key {

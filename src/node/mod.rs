@@ -364,6 +364,14 @@ pub(crate) fn handshake_config(
     handshake.timeout = config.handshake_timeout;
     handshake.node_info.listen_addrs = config.announce.clone().unwrap_or_else(|| bound.to_vec());
     handshake.node_info.channels = config.mux.channels.iter().map(|c| c.id).collect();
+    // Announce what we accept, so peers stay within it rather than guess.
+    handshake.node_info.max_frame_plaintext = Some(config.max_frame_plaintext);
+    handshake.node_info.channel_max_message = config
+        .mux
+        .channels
+        .iter()
+        .map(|c| c.max_message_size as u64)
+        .collect();
     handshake
         .validate()
         .map_err(|e| StartError::Config(format!("handshake settings: {e}")))?;

@@ -33,6 +33,12 @@ impl FrameSealer {
         self.max_plaintext
     }
 
+    /// Seals no frame larger than `max` from now on (what the peer announced it
+    /// accepts); never raises the limit.
+    pub fn limit_plaintext(&mut self, max: usize) {
+        self.max_plaintext = self.max_plaintext.min(max.max(1));
+    }
+
     /// Starts a frame at the end of `out` by reserving its header; write the plaintext
     /// after it, then call [`FrameSealer::seal_in_place`] with the returned offset.
     pub fn begin_frame(out: &mut Vec<u8>) -> usize {

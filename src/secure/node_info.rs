@@ -26,6 +26,11 @@ pub struct NodeInfo {
     pub channels: Vec<u32>,
     /// The connection carries DHT lookups only (no peer slot, closed when idle).
     pub lookup_only: bool,
+    /// Largest frame plaintext the node accepts (`None`: not announced).
+    pub max_frame_plaintext: Option<usize>,
+    /// Largest message the node accepts on each of `channels`, in the same order
+    /// (empty: not announced).
+    pub channel_max_message: Vec<u64>,
 }
 
 impl NodeInfo {
@@ -35,6 +40,10 @@ impl NodeInfo {
             version: self.version.clone(),
             channels: self.channels.clone(),
             lookup_only: self.lookup_only,
+            max_frame_plaintext: self
+                .max_frame_plaintext
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            channel_max_message: self.channel_max_message.clone(),
         }
         .encode_to_vec()
     }
@@ -50,6 +59,12 @@ impl NodeInfo {
         }
         if raw.channels.len() > MAX_CHANNELS {
             return Err(HandshakeError::BadNodeInfo("too many channels"));
+        }
+        let limits = raw.channel_max_message.len();
+        if limits != 0 && limits != raw.channels.len() {
+            return Err(HandshakeError::BadNodeInfo(
+                "channel limits do not match the channels",
+            ));
         }
         let listen_addrs = raw
             .listen_addrs
@@ -67,7 +82,17 @@ impl NodeInfo {
             version: raw.version,
             channels: raw.channels,
             lookup_only: raw.lookup_only,
+            max_frame_plaintext: (raw.max_frame_plaintext > 0)
+                .then_some(raw.max_frame_plaintext as usize),
+            channel_max_message: raw.channel_max_message,
         })
+    }
+
+    /// The largest message the node accepts on `channel`, if it announced one.
+    pub fn max_message(&self, channel: u32) -> Option<usize> {
+        let i = self.channels.iter().position(|c| *c == channel)?;
+        let max = *self.channel_max_message.get(i)?;
+        Some(usize::try_from(max).unwrap_or(usize::MAX))
     }
 
     /// Checks our own info against the limits a peer will apply.

@@ -94,6 +94,14 @@ pub struct NodeInfo {
     /// is not announced to the application, and closes when idle.
     #[prost(bool, tag = "4")]
     pub lookup_only: bool,
+    /// Largest frame plaintext this node accepts (0: not announced, 65536 assumed).
+    /// The other side seals frames of at most this much.
+    #[prost(uint32, tag = "5")]
+    pub max_frame_plaintext: u32,
+    /// Largest message this node accepts on each channel of `channels`, in the same
+    /// order (empty: not announced). The other side refuses to send a larger one.
+    #[prost(uint64, repeated, tag = "6")]
+    pub channel_max_message: ::prost::alloc::vec::Vec<u64>,
 }
 /// AEAD ciphers a session may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

@@ -136,6 +136,8 @@ impl NodeCore {
         self.metrics_drop(match e {
             SendError::Full => "queue_full",
             SendError::UnknownPeer => "peer_gone",
+            // Over what the peer announced it accepts on the channel.
+            SendError::TooLarge { .. } => "too_large_for_peer",
             _ => "send_error",
         });
     }
