@@ -38,6 +38,9 @@ pub struct Metrics {
     pub channels: BTreeMap<ChannelId, ChannelCounters>,
     /// Peers banned.
     pub bans: u64,
+    /// Events waiting for room in the application's queues now (bounded by the
+    /// receive credit of the messages among them).
+    pub waiting_events: u64,
 }
 
 impl Metrics {
@@ -127,6 +130,13 @@ impl Metrics {
             self.bytes_written,
         );
         gauge(&mut s, "bans_total", "Peers banned.", "counter", self.bans);
+        gauge(
+            &mut s,
+            "waiting_events",
+            "Events waiting for room in the application's queues.",
+            "gauge",
+            self.waiting_events,
+        );
         labelled(
             &mut s,
             "refused_total",

@@ -283,15 +283,27 @@ fn a_slow_application_throttles_gossip_senders_and_loses_nothing() {
         .unwrap();
     connected(&events, publisher.peer_id());
     assert!(mesh_has(&publisher, node.peer_id()));
-    const N: usize = 400;
+    // 900 x 16 KiB = 14 MiB, more than the gossip channel's receive window (8 MiB).
+    const N: usize = 900;
+    const SIZE: usize = 16 * 1024;
     for i in 0..N {
-        let mut data = vec![0u8; 32 * 1024];
+        let mut data = vec![0u8; SIZE];
         data[..8].copy_from_slice(&(i as u64).to_le_bytes());
         publisher.publish(T, data).unwrap();
     }
-    // The application sleeps while 12 MiB are published to it ...
-    std::thread::sleep(Duration::from_secs(2));
-    // ... then takes everything: all of it arrives.
+    // The application sleeps: what waits for it stays within the credit the node
+    // granted (the window's worth of messages), the rest waits at the sender.
+    let window = (2 * ((4 << 20) + 4096)).max(8 << 20);
+    let bound = (window / SIZE + 64) as u64;
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        most = most.max(node.metrics().unwrap().waiting_events);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(most > 0, "the application did fall behind");
+    assert!(most <= bound, "{most} events waiting, credit allows {bound}");
+    // Then it takes everything: all of it arrives.
     let mut got = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < N && Instant::now() < deadline {

@@ -116,6 +116,11 @@ impl Delivery {
         self.is_blocked().then_some(self.retry)
     }
 
+    /// Events waiting for room, all queues together.
+    pub(crate) fn waiting(&self) -> usize {
+        self.events.waiting.len() + self.channels.values().map(|q| q.waiting.len()).sum::<usize>()
+    }
+
     /// Whether anything waits for room.
     pub(crate) fn is_blocked(&self) -> bool {
         !self.events.waiting.is_empty() || self.channels.values().any(|q| !q.waiting.is_empty())

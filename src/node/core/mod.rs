@@ -247,6 +247,7 @@ impl NodeCore {
 
     pub(crate) fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
+        m.waiting_events = self.delivery.waiting() as u64;
         m.drops.extend(
             (self.delivery.dropped_control > 0)
                 .then_some(("event_queue_full", self.delivery.dropped_control)),
