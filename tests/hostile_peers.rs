@@ -302,7 +302,10 @@ fn a_slow_application_throttles_gossip_senders_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(most > 0, "the application did fall behind");
-    assert!(most <= bound, "{most} events waiting, credit allows {bound}");
+    assert!(
+        most <= bound,
+        "{most} events waiting, credit allows {bound}"
+    );
     // Then it takes everything: all of it arrives.
     let mut got = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -415,3 +415,58 @@ fn a_persistent_peer_is_redialed_until_it_comes_back() {
     }
     a.shutdown();
 }
+
+#[test]
+fn resolving_a_duplicate_connection_loses_no_queued_message() {
+    const BIG: u32 = 2;
+    let chans = [ChannelConfig::new(BIG).max_message_size(1 << 20)];
+    // The second connection (dialed by `b`) must win: `b` has the lower id.
+    let (mut ka, mut kb) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+    if kb.peer_id() > ka.peer_id() {
+        std::mem::swap(&mut ka, &mut kb);
+    }
+    let a = builder(280, &chans).keypair(ka).start().unwrap();
+    let b = builder(281, &chans).keypair(kb).start().unwrap();
+    let eb = b.events();
+    a.dial(b.listen_addrs()[0], Some(b.peer_id())).unwrap();
+    connected(&eb, a.peer_id());
+    // A burst is on its way over the first connection when the second one arrives.
+    for i in 0..10u8 {
+        a.send(b.peer_id(), BIG, vec![i; 1 << 20]).unwrap();
+    }
+    // Without naming `a`, so the dial is not skipped as already connected.
+    b.dial(a.listen_addrs()[0], None).unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 10 && std::time::Instant::now() < deadline {
+        if let Ok(Event::Message { data, .. }) = eb.recv_timeout(Duration::from_millis(200)) {
+            assert!(
+                data.iter().all(|x| *x == data[0]),
+                "a message arrived whole"
+            );
+            got.push(data[0]);
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<u8>>(),
+        "each message exactly once"
+    );
+    assert!(eventually(Duration::from_secs(5), || a.peers().len() == 1
+        && b.peers().len() == 1));
+    let m = a.metrics().unwrap();
+    assert_eq!(
+        m.disconnects.get("duplicate"),
+        None,
+        "the peer stayed announced"
+    );
+    assert!(
+        m.handshakes_ok >= 2,
+        "a second connection was made and resolved"
+    );
+    assert_eq!(m.drops.get("peer_gone"), None);
+    assert_eq!(m.drops.get("migration"), None);
+    a.shutdown();
+    b.shutdown();
+}

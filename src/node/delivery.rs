@@ -118,7 +118,12 @@ impl Delivery {
 
     /// Events waiting for room, all queues together.
     pub(crate) fn waiting(&self) -> usize {
-        self.events.waiting.len() + self.channels.values().map(|q| q.waiting.len()).sum::<usize>()
+        self.events.waiting.len()
+            + self
+                .channels
+                .values()
+                .map(|q| q.waiting.len())
+                .sum::<usize>()
     }
 
     /// Whether anything waits for room.

@@ -43,6 +43,7 @@ impl NodeCore {
                 last_active: now,
                 bootstrap: false,
                 reassembly: 0,
+                retire_at: None,
             },
         );
         Some(id)
@@ -281,7 +282,7 @@ impl NodeCore {
             if let Some(e) = self.conns.get_mut(&existing) {
                 e.announced = false;
             }
-            self.close_conn(existing, LocalClose::Duplicate, true, now);
+            self.retire_duplicate(existing, now);
             self.peers.insert(remote, id);
             let entry = self.conns.get_mut(&id).expect("established conn exists");
             entry.announced = true;
@@ -301,7 +302,21 @@ impl NodeCore {
             self.touched.push(id);
         } else {
             log::debug!("peer {}: keeping the existing connection", remote.short());
-            self.close_conn(id, LocalClose::Duplicate, true, now);
+            self.retire_duplicate(id, now);
+        }
+    }
+
+    /// A connection lost the duplicate rule. Its dialer closes it (gracefully, after
+    /// what it still holds); the other side waits for that Close, since the dialer
+    /// may still be sending on it, not yet knowing of the winner. If it never comes,
+    /// the connection is closed after a grace period.
+    fn retire_duplicate(&mut self, id: ConnId, now: Instant) {
+        let Some(e) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match e.conn.direction() {
+            Direction::Outbound => self.close_conn(id, LocalClose::Duplicate, true, now),
+            Direction::Inbound => e.retire_at = Some(now + DUPLICATE_GRACE),
         }
     }
 
@@ -422,10 +437,10 @@ impl NodeCore {
     /// When the driver must call [`NodeCore::conn_timeout`] for `id`.
     pub(crate) fn conn_poll_timeout(&self, id: ConnId) -> Option<Instant> {
         let e = self.conns.get(&id)?;
-        match (e.connecting, e.conn.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [e.connecting, e.retire_at, e.conn.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs `id`'s deadlines; `true` if the dial timed out (the entry is gone).
@@ -436,6 +451,11 @@ impl NodeCore {
         if e.connecting.is_some_and(|d| now >= d) {
             self.on_dial_failed(id, std::io::ErrorKind::TimedOut, now);
             return true;
+        }
+        if e.retire_at.is_some_and(|d| now >= d) {
+            e.retire_at = None;
+            self.close_conn(id, LocalClose::Duplicate, true, now);
+            return false;
         }
         e.conn.handle_timeout(now);
         false

@@ -106,6 +106,7 @@ impl NodeCore {
                 last_active: now,
                 bootstrap: false,
                 reassembly: 0,
+                retire_at: None,
             },
         );
         self.actions.push_back(Action::Dial {

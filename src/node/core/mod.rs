@@ -44,6 +44,8 @@ const FILL_EVERY: Duration = Duration::from_secs(1);
 const MAX_OUTBOUND_PER_SUBNET: usize = 2;
 /// DHT messages waiting for a lookup connection, per peer.
 const MAX_KAD_WAITING: usize = 16;
+/// How long the losing connection of a duplicate pair waits for its dialer's Close.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
 /// Bootstrap peers are redialed this often while the DHT table is empty.
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
 
@@ -77,6 +79,8 @@ struct Entry {
     bootstrap: bool,
     /// Reassembly bytes it held when last looked at (its share of the node budget).
     reassembly: usize,
+    /// It lost the duplicate rule and waits for its dialer's Close until then.
+    retire_at: Option<Instant>,
 }
 
 pub(crate) struct NodeCore {
