@@ -104,6 +104,7 @@ mod node;
 pub mod peers;
 mod rate;
 pub mod rng;
+mod scan;
 pub mod secure;
 pub mod wire;
 

@@ -321,3 +321,17 @@ fn a_slow_application_throttles_gossip_senders_and_loses_nothing() {
     node.shutdown();
     publisher.shutdown();
 }
+
+#[test]
+fn a_publish_that_reaches_no_peer_is_reported() {
+    let node = start(350, &[ChannelConfig::new(1)], None);
+    node.subscribe(T).unwrap();
+    let events = node.events();
+    let id = node.publish(T, b"nobody hears this".to_vec()).unwrap();
+    let failed = wait_for(&events, Duration::from_secs(5), |ev| match ev {
+        Event::PublishFailed { id: failed, .. } => Some(failed),
+        _ => None,
+    });
+    assert_eq!(failed, id);
+    node.shutdown();
+}

@@ -73,6 +73,13 @@ fn fifty_nodes_that_know_one_seed_find_every_other_node() {
         .iter()
         .skip(1)
         .all(|n| n.metrics().unwrap().outbound >= 5));
+    // Records are numbered by wall-clock seconds (a restarted node's record wins),
+    // not all 1.
+    let table = nodes[3].routing_table().unwrap();
+    assert!(
+        table.iter().all(|r| r.seq > 1_600_000_000),
+        "record seq from the clock"
+    );
     // A service announced by one node is found by another.
     let service = [0x5e; 32];
     nodes[17].provide(service).unwrap();

@@ -3,9 +3,10 @@
 //! entries costs a scan, not millions of allocations); outbound, what is queued for
 //! a peer is packed into as many RPCs as it takes to stay within the same limits.
 
-use prost::encoding::{decode_varint, encoded_len_varint};
+use prost::encoding::encoded_len_varint;
 use prost::Message;
 
+use crate::scan::{count_field, fields};
 use crate::wire;
 
 /// How much one gossip RPC may hold. Both sides use the same defaults; an RPC beyond
@@ -86,17 +87,17 @@ pub fn check_shape(bytes: &[u8], limits: &RpcLimits) -> Result<(), RpcShapeError
     let mut per_field = [0usize; F_LAST as usize + 1];
     let mut unknown = 0usize;
     let (mut ids, mut px) = (0usize, 0usize);
-    let mut buf = bytes;
-    while !buf.is_empty() {
-        let (field, body) = next_field(&mut buf)?;
+    let malformed = |_| RpcShapeError::Malformed;
+    for f in fields(bytes) {
+        let (field, body) = f.map_err(malformed)?;
         match field {
             1..=F_LAST => per_field[field as usize] += 1,
             _ => unknown += 1,
         }
         match (field, body) {
-            (F_IHAVE, Some(b)) => ids += count_field(b, 2)?,
-            (F_IWANT | F_IDONTWANT, Some(b)) => ids += count_field(b, 1)?,
-            (F_PRUNE, Some(b)) => px += count_field(b, 2)?,
+            (F_IHAVE, Some(b)) => ids += count_field(b, 2).map_err(malformed)?,
+            (F_IWANT | F_IDONTWANT, Some(b)) => ids += count_field(b, 1).map_err(malformed)?,
+            (F_PRUNE, Some(b)) => px += count_field(b, 2).map_err(malformed)?,
             _ => {}
         }
     }
@@ -114,48 +115,6 @@ pub fn check_shape(bytes: &[u8], limits: &RpcLimits) -> Result<(), RpcShapeError
         return Err(RpcShapeError::TooManyRecords);
     }
     Ok(())
-}
-
-/// Reads one field's key and skips its value; the body of a length-delimited one.
-fn next_field<'a>(buf: &mut &'a [u8]) -> Result<(u64, Option<&'a [u8]>), RpcShapeError> {
-    let key = decode_varint(buf).map_err(|_| RpcShapeError::Malformed)?;
-    let field = key >> 3;
-    if field == 0 {
-        return Err(RpcShapeError::Malformed);
-    }
-    let skip = |buf: &mut &'a [u8], n: usize| -> Result<&'a [u8], RpcShapeError> {
-        if buf.len() < n {
-            return Err(RpcShapeError::Malformed);
-        }
-        let (head, rest) = buf.split_at(n);
-        *buf = rest;
-        Ok(head)
-    };
-    match key & 7 {
-        0 => {
-            decode_varint(buf).map_err(|_| RpcShapeError::Malformed)?;
-            Ok((field, None))
-        }
-        1 => skip(buf, 8).map(|_| (field, None)),
-        5 => skip(buf, 4).map(|_| (field, None)),
-        2 => {
-            let len = decode_varint(buf).map_err(|_| RpcShapeError::Malformed)?;
-            let len = usize::try_from(len).map_err(|_| RpcShapeError::Malformed)?;
-            skip(buf, len).map(|b| (field, Some(b)))
-        }
-        _ => Err(RpcShapeError::Malformed),
-    }
-}
-
-/// Occurrences of `field` in an encoded message.
-fn count_field(mut body: &[u8], field: u64) -> Result<usize, RpcShapeError> {
-    let mut n = 0;
-    while !body.is_empty() {
-        if next_field(&mut body)?.0 == field {
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 /// Splits what is queued for one peer into RPCs that each stay within `limits`;

@@ -8,6 +8,7 @@ pub mod providers;
 mod queries;
 pub mod record;
 mod rpc;
+mod shape;
 pub mod table;
 
 use std::collections::{HashMap, VecDeque};
@@ -281,5 +282,7 @@ fn key32(bytes: &[u8]) -> Option<Key> {
     bytes.try_into().ok()
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

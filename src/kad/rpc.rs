@@ -2,6 +2,7 @@
 //! records learned into the table; misbehaviour reported.
 
 use super::*;
+use crate::kad::shape;
 
 impl Kademlia {
     // ------------------------------------------------------------ inputs
@@ -40,6 +41,17 @@ impl Kademlia {
         bytes: &[u8],
         now: Instant,
     ) {
+        let (k, max_providers) = (self.config.table.k, self.config.max_providers_per_key);
+        let reason = match shape::within_limits(bytes, k, max_providers) {
+            Ok(true) => None,
+            Ok(false) => Some("kad message over its limits"),
+            Err(_) => Some("undecodable kad message"),
+        };
+        if let Some(reason) = reason {
+            // Whatever it was meant to answer counts as failed: lookups move on.
+            self.misbehaved(from, reason);
+            return self.on_unreachable(from, now);
+        }
         let Ok(msg) = wire::KadMessage::decode(bytes) else {
             return self.misbehaved(from, "undecodable kad message");
         };

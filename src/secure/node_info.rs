@@ -14,6 +14,8 @@ pub const MAX_VERSION_LEN: usize = 64;
 /// Most channels a node may announce.
 pub const MAX_CHANNELS: usize = 256;
 const MAX_ADDR_LEN: usize = 64;
+/// Smallest frame plaintext a node may announce: room for any control packet.
+pub const MIN_FRAME_PLAINTEXT: usize = 1024;
 
 /// A node's self-description, carried sealed in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -59,6 +61,12 @@ impl NodeInfo {
         }
         if raw.channels.len() > MAX_CHANNELS {
             return Err(HandshakeError::BadNodeInfo("too many channels"));
+        }
+        let frame = raw.max_frame_plaintext as usize;
+        if frame != 0
+            && !(MIN_FRAME_PLAINTEXT..=crate::secure::frame::MAX_PLAINTEXT_LIMIT).contains(&frame)
+        {
+            return Err(HandshakeError::BadNodeInfo("frame size out of range"));
         }
         let limits = raw.channel_max_message.len();
         if limits != 0 && limits != raw.channels.len() {
