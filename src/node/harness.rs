@@ -16,7 +16,8 @@ use crate::gossip::GOSSIP_CHANNEL;
 use crate::identity::Keypair;
 use crate::kad::KAD_CHANNEL;
 use crate::mux::ChannelConfig;
-use crate::node::core::{ConnId, NodeCore};
+use crate::node::command::Command;
+use crate::node::core::{Action, ConnId, NodeCore};
 use crate::node::delivery::Delivery;
 use crate::node::event::Event;
 use crate::node::shared::NodeShared;
@@ -41,6 +42,8 @@ pub struct CoreHarness {
     now: Instant,
     rng: SystemRandom,
     events: Receiver<Event>,
+    /// Addresses the core asked to dial (nobody answers them).
+    dialed: Vec<SocketAddr>,
 }
 
 impl CoreHarness {
@@ -74,6 +77,7 @@ impl CoreHarness {
             now,
             rng: SystemRandom::new(),
             events,
+            dialed: Vec::new(),
         };
         for i in 0..peers {
             h.connect(i);
@@ -166,6 +170,19 @@ impl CoreHarness {
         self.settle();
     }
 
+    /// The application subscribes to `topic`.
+    pub fn subscribe(&mut self, topic: &str) {
+        let now = self.now;
+        self.core
+            .handle_command(Command::Subscribe(topic.to_string()), now);
+        self.settle();
+    }
+
+    /// Addresses dialed so far.
+    pub fn dialed(&self) -> &[SocketAddr] {
+        &self.dialed
+    }
+
     /// The application takes up to `n` events.
     pub fn take_events(&mut self, n: usize) -> usize {
         self.events.try_iter().take(n).count()
@@ -250,7 +267,9 @@ impl CoreHarness {
     /// dropped: nobody is listening).
     fn settle(&mut self) {
         for _ in 0..64 {
-            while self.core.poll_action().is_some() {}
+            while let Some(Action::Dial { addr, .. }) = self.core.poll_action() {
+                self.dialed.push(addr);
+            }
             let touched = self.core.take_touched();
             if touched.is_empty() {
                 return;
@@ -266,6 +285,54 @@ impl CoreHarness {
 mod tests {
     use super::*;
     use crate::mux::packet;
+    use crate::wire;
+    use prost::Message;
+
+    /// Peer `i` sends one gossip RPC.
+    fn gossip(h: &mut CoreHarness, i: usize, rpc: &wire::GossipRpc) {
+        let mut p = Vec::new();
+        packet::put_msg(&mut p, GOSSIP_CHANNEL, true, &rpc.encode_to_vec(), 0);
+        h.send_frame(i, &p);
+    }
+
+    #[test]
+    fn peer_exchange_dials_respect_the_outbound_subnet_cap() {
+        let mut h = CoreHarness::new(3);
+        h.subscribe("t");
+        let subscribe = wire::GossipRpc {
+            subscribe: vec!["t".into()],
+            ..Default::default()
+        };
+        for i in 0..3 {
+            gossip(&mut h, i, &subscribe);
+        }
+        // Every peer prunes us, offering eight peers of one /24.
+        for i in 0..3 {
+            let records = (0..8u8)
+                .map(|j| {
+                    let key = Keypair::from_seed([100 + 8 * i as u8 + j; 32]);
+                    let addr = SocketAddr::from(([10, 9, 9, 1 + j], 4000));
+                    crate::kad::record::PeerRecord::sign(&key, &[addr], 1).to_wire()
+                })
+                .collect();
+            let prune = wire::GossipRpc {
+                prune: vec![wire::Prune {
+                    topic: "t".into(),
+                    peers: records,
+                    backoff_secs: 10,
+                }],
+                ..Default::default()
+            };
+            gossip(&mut h, i, &prune);
+        }
+        let same_subnet = h
+            .dialed()
+            .iter()
+            .filter(|a| a.ip().to_string().starts_with("10.9.9."))
+            .count();
+        assert!(same_subnet > 0, "peer exchange is used");
+        assert!(same_subnet <= 2, "{same_subnet} dials into one /24");
+    }
 
     #[test]
     fn peers_complete_the_handshake_and_hostile_bytes_keep_the_core_in_bounds() {
