@@ -121,6 +121,10 @@ pub fn check_shape(bytes: &[u8], limits: &RpcLimits) -> Result<(), RpcShapeError
 /// IHAVEs of one topic and all IWANT and IDONTWANT ids are merged first. Nothing is
 /// dropped: a single message too large for any RPC still gets one of its own.
 pub fn pack(rpc: wire::GossipRpc, limits: &RpcLimits) -> Vec<wire::GossipRpc> {
+    // The common case, a small RPC within every limit, goes out as it is.
+    if fits(&rpc, limits) {
+        return vec![rpc];
+    }
     let rpc = merge(rpc);
     let mut out = Vec::new();
     let mut packer = Packer {
@@ -185,6 +189,30 @@ pub fn pack(rpc: wire::GossipRpc, limits: &RpcLimits) -> Vec<wire::GossipRpc> {
         out.push(packer.current);
     }
     out
+}
+
+/// Whether `rpc` is within every limit already (counted, not encoded, except its size).
+fn fits(rpc: &wire::GossipRpc, limits: &RpcLimits) -> bool {
+    let control = [
+        rpc.subscribe.len(),
+        rpc.unsubscribe.len(),
+        rpc.ihave.len(),
+        rpc.iwant.len(),
+        rpc.graft.len(),
+        rpc.prune.len(),
+        rpc.idontwant.len(),
+        rpc.choke.len(),
+        rpc.unchoke.len(),
+    ];
+    let ids = rpc.ihave.iter().map(|h| h.ids.len()).sum::<usize>()
+        + rpc.iwant.iter().map(|w| w.ids.len()).sum::<usize>()
+        + rpc.idontwant.iter().map(|d| d.ids.len()).sum::<usize>();
+    let px: usize = rpc.prune.iter().map(|p| p.peers.len()).sum();
+    rpc.publish.len() <= limits.max_publish
+        && control.iter().all(|&n| n <= limits.max_control)
+        && ids <= limits.max_ids
+        && px <= limits.max_px
+        && rpc.encoded_len() <= limits.max_bytes
 }
 
 /// One IHAVE per topic, one IWANT and one IDONTWANT (the ids move, no copies).

@@ -104,7 +104,8 @@ impl Delivery {
         for q in self.channels.values_mut() {
             moved |= q.flush(released);
         }
-        self.retry = if moved {
+        // Back off only while something waits and nothing moves.
+        self.retry = if moved || !self.is_blocked() {
             RETRY_MIN
         } else {
             (self.retry * 2).min(RETRY_MAX)
