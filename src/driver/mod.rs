@@ -1,5 +1,6 @@
 //! The I/O driver: a mio loop thread that serves one or more nodes.
 
+pub(crate) mod node_slot;
 pub(crate) mod reactor;
 pub(crate) mod socket;
 
@@ -12,19 +13,26 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Poll, Waker};
 use parking_lot::Mutex;
 
-use crate::node::command::Command;
-use crate::node::core::NodeCore;
+use crate::driver::node_slot::{NodeSlot, Replier};
+use crate::node::command::{Command, RequestId};
 
 /// Capacity of a runtime's command queue.
 const COMMAND_QUEUE: usize = 65_536;
 
 pub(crate) enum LoopCommand {
     AddNode {
-        core: Box<NodeCore>,
+        slot: Box<NodeSlot>,
         listeners: Vec<mio::net::TcpListener>,
         ready: Sender<io::Result<usize>>,
     },
     Node(usize, Command),
+    /// A command whose reply goes to `reply`.
+    Request {
+        index: usize,
+        request: RequestId,
+        cmd: Command,
+        reply: Replier,
+    },
     Stop,
 }
 

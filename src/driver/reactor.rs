@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use ring::rand::SystemRandom;
 
+use crate::driver::node_slot::NodeSlot;
 use crate::driver::socket;
 use crate::driver::{LoopCommand, WakeState};
-use crate::node::core::{Action, ConnId, NodeCore};
+use crate::node::core::{ConnId, Io};
 
 pub(crate) const WAKER: Token = Token(0);
 /// Bytes read from one socket before others get a turn.
@@ -36,22 +36,41 @@ enum Kind {
         id: ConnId,
         /// The socket may have bytes we have not read yet.
         readable: bool,
+        /// Our dial, its TCP connect not yet complete.
+        connecting: bool,
     },
+}
+
+/// A socket as the core's byte pipe; reads stop (without a syscall) once the
+/// socket said it has nothing more until the next readiness event.
+struct SocketIo<'a> {
+    stream: &'a mut TcpStream,
+    readable: &'a mut bool,
+}
+
+impl Io for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !*self.readable {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let r = self.stream.read(buf);
+        match &r {
+            Ok(0) => *self.readable = false,
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => *self.readable = false,
+            _ => {}
+        }
+        r
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
 }
 
 struct Sock {
     node: usize,
     kind: Kind,
     timer: Option<Instant>,
-}
-
-struct NodeSlot {
-    core: NodeCore,
-    timer: Option<Instant>,
-    /// (token of each listener)
-    listeners: Vec<usize>,
-    /// Connection id → socket token.
-    tokens: std::collections::HashMap<ConnId, usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,7 +91,8 @@ pub(crate) struct Reactor {
     again: Vec<usize>,
     /// Listeners to accept from again (budget left connections waiting).
     accept_again: Vec<usize>,
-    rng: SystemRandom,
+    /// Nodes whose connections were serviced this turn: their outputs wait.
+    dirty: Vec<usize>,
     stop: bool,
 }
 
@@ -89,7 +109,7 @@ impl Reactor {
             timers: BinaryHeap::new(),
             again: Vec::new(),
             accept_again: Vec::new(),
-            rng: SystemRandom::new(),
+            dirty: Vec::new(),
             stop: false,
         }
     }
@@ -145,7 +165,13 @@ impl Reactor {
             for token in work {
                 self.service(token, now);
             }
-            self.flush_touched(now);
+            // Outputs of the connections serviced: events, wakes of other connections.
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for node in dirty {
+                self.after_node(node, now);
+            }
         }
     }
 
@@ -170,7 +196,7 @@ impl Reactor {
     fn command(&mut self, cmd: LoopCommand, now: Instant) {
         match cmd {
             LoopCommand::AddNode {
-                core,
+                slot,
                 listeners,
                 ready,
             } => {
@@ -182,12 +208,7 @@ impl Reactor {
                         self.nodes.push(None);
                         self.nodes.len() - 1
                     });
-                let mut slot = NodeSlot {
-                    core: *core,
-                    timer: None,
-                    listeners: Vec::new(),
-                    tokens: Default::default(),
-                };
+                let mut slot = *slot;
                 let mut result = Ok(index);
                 for mut listener in listeners {
                     let token = self.alloc_token();
@@ -213,6 +234,18 @@ impl Reactor {
             }
             LoopCommand::Node(index, cmd) => {
                 if let Some(slot) = self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
+                    slot.core.handle_command(cmd, now);
+                    self.after_node(index, now);
+                }
+            }
+            LoopCommand::Request {
+                index,
+                request,
+                cmd,
+                reply,
+            } => {
+                if let Some(slot) = self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
+                    slot.expect_reply(request, reply);
                     slot.core.handle_command(cmd, now);
                     self.after_node(index, now);
                 }
@@ -251,12 +284,11 @@ impl Reactor {
             let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
                 return;
             };
-            let Some(id) = slot.core.on_inbound(addr, now) else {
+            let Some(id) = slot.core.handle_accepted(addr, now) else {
                 drop(stream);
                 continue;
             };
-            let opts = slot.core_socket_options();
-            if let Err(e) = socket::configure_accepted(&stream, &opts) {
+            if let Err(e) = socket::configure_accepted(&stream, &slot.socket) {
                 log::debug!("socket options for {addr}: {e}");
             }
             if let Some(t) = self.add_conn(node, id, stream, true, now) {
@@ -279,11 +311,10 @@ impl Reactor {
         let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
             return;
         };
-        let opts = slot.core_socket_options();
-        let stream = match socket::connect(addr, local, &opts) {
+        let stream = match socket::connect(addr, local, &slot.socket) {
             Ok(s) => s,
             Err(e) => {
-                slot.core.on_dial_failed(id, e.kind(), now);
+                slot.core.handle_dial_failed(id, e.kind(), now);
                 return;
             }
         };
@@ -312,7 +343,7 @@ impl Reactor {
         if let Err(e) = registered {
             log::warn!("cannot register a socket: {e}");
             self.free.push(t);
-            slot.core.on_dial_failed(id, e.kind(), now);
+            slot.core.handle_dial_failed(id, e.kind(), now);
             return None;
         }
         slot.tokens.insert(id, t);
@@ -322,6 +353,7 @@ impl Reactor {
                 stream,
                 id,
                 readable,
+                connecting: !readable,
             },
             timer: None,
         });
@@ -338,6 +370,7 @@ impl Reactor {
             stream,
             id,
             readable,
+            connecting,
         } = &mut sock.kind
         else {
             return;
@@ -348,102 +381,44 @@ impl Reactor {
         };
         let core = &mut slot.core;
 
-        if core.is_connecting(id) {
-            match stream.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    core.on_dial_failed(id, e.kind(), now);
-                    self.drop_socket(token);
-                    self.after_node(node, now);
-                    return;
-                }
-                Ok(None) => {}
+        if *connecting {
+            let failed = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => None,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = failed {
+                core.handle_dial_failed(id, e.kind(), now);
+                self.drop_socket(token);
+                self.after_node(node, now);
+                return;
             }
-            match stream.peer_addr() {
-                Ok(_) => core.on_connected(id),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => {
-                    core.on_dial_failed(id, e.kind(), now);
-                    self.drop_socket(token);
-                    self.after_node(node, now);
-                    return;
-                }
-            }
+            core.handle_connected(id);
+            *connecting = false;
             *readable = true;
         }
 
-        core.begin_read(id);
-        let Some(conn) = core.conn_mut(id) else {
-            self.drop_socket(token);
-            return;
-        };
-        let (mut read_total, mut written_total) = (0, 0);
-        // Read until the socket is drained (or the budget is used: come back soon).
-        while *readable && conn.read_allowed(now) {
-            if read_total >= READ_BUDGET {
-                self.again.push(token);
-                break;
-            }
-            let buf = conn.read_buf();
-            if buf.is_empty() {
-                break;
-            }
-            match stream.read(buf) {
-                Ok(0) => {
-                    *readable = false;
-                    conn.handle_eof(now);
-                }
-                Ok(n) => {
-                    read_total += n;
-                    conn.handle_read(n, now, &self.rng);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    *readable = false;
-                    conn.handle_io_error(e.kind());
-                }
-            }
+        let mut io = SocketIo { stream, readable };
+        let outcome = core.handle_io(id, &mut io, READ_BUDGET, now);
+        if outcome.more_input {
+            self.again.push(token);
         }
-        core.process(id, now);
-        let Some(conn) = core.conn_mut(id) else {
+        if outcome.finished {
+            if let Some(Sock {
+                kind: Kind::Conn { stream, .. },
+                ..
+            }) = self.sockets.get_mut(token).and_then(|s| s.as_mut())
+            {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
             self.drop_socket(token);
-            return;
-        };
-        loop {
-            let out = conn.poll_transmit(now);
-            if out.is_empty() {
-                break;
-            }
-            match stream.write(out) {
-                Ok(0) => {
-                    conn.handle_io_error(io::ErrorKind::WriteZero);
-                    break;
-                }
-                Ok(n) => {
-                    written_total += n;
-                    conn.advance_transmit(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    conn.handle_io_error(e.kind());
-                    break;
-                }
-            }
-        }
-        let finished = conn.is_finished();
-        core.sync_dequeued(id);
-        core.add_io(read_total, written_total);
-        if finished {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-            self.drop_socket(token);
-            if let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) {
-                slot.core.on_closed(id, now);
-            }
             self.after_node(node, now);
         } else {
             self.schedule_sock(token);
-            self.schedule_node(node, now);
+            self.dirty.push(node);
         }
     }
 
@@ -466,35 +441,35 @@ impl Reactor {
 
     // ------------------------------------------------------------ node follow-up
 
-    /// After a node changed: start its dials, service touched connections, reschedule.
+    /// After a node changed: hand on its outputs, start its dials, service the
+    /// connections it woke, reschedule.
     fn after_node(&mut self, node: usize, now: Instant) {
         loop {
             let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
                 return;
             };
-            let actions: Vec<Action> = std::iter::from_fn(|| slot.core.poll_action()).collect();
-            let touched = slot.core.take_touched();
-            if actions.is_empty() && touched.is_empty() {
+            let work = slot.drain();
+            if work.is_empty() {
                 break;
             }
-            let tokens: Vec<usize> = touched
+            let mut tokens: Vec<usize> = work
+                .wakes
                 .iter()
                 .filter_map(|id| slot.tokens.get(id).copied())
                 .collect();
-            for Action::Dial { conn, addr, local } in actions {
+            for (conn, addr, local) in work.dials {
                 self.dial(node, conn, addr, local, now);
             }
             let mut seen = std::collections::HashSet::new();
+            tokens.retain(|t| seen.insert(*t));
             for t in tokens {
-                if seen.insert(t) {
-                    self.service(t, now);
-                }
+                self.service(t, now);
             }
         }
         let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
             return;
         };
-        if slot.core.is_shut_down() {
+        if slot.finished {
             let listeners = std::mem::take(&mut slot.listeners);
             self.nodes[node] = None;
             for t in listeners {
@@ -513,22 +488,11 @@ impl Reactor {
         let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
             return;
         };
-        let at = slot.core.poll_timeout(now);
+        let at = slot.next_timeout(now);
         if at.is_some() && at != slot.timer {
             slot.timer = at;
             if let Some(at) = at {
                 self.timers.push(Reverse((at, Timer::Node(node))));
-            }
-        }
-    }
-
-    fn flush_touched(&mut self, now: Instant) {
-        for node in 0..self.nodes.len() {
-            let has = self.nodes[node]
-                .as_mut()
-                .is_some_and(|s| s.core.has_touched());
-            if has {
-                self.after_node(node, now);
             }
         }
     }
@@ -545,7 +509,7 @@ impl Reactor {
         let Some(slot) = self.nodes.get(sock.node).and_then(|n| n.as_ref()) else {
             return;
         };
-        let at = slot.core.conn_poll_timeout(id);
+        let at = slot.core.poll_conn_timeout(id);
         if at != sock.timer {
             sock.timer = at;
             if let Some(at) = at {
@@ -582,7 +546,7 @@ impl Reactor {
                     let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
                         continue;
                     };
-                    if slot.core.conn_timeout(id, now) {
+                    if slot.core.handle_conn_timeout(id, now) {
                         self.drop_socket(token);
                         self.after_node(node, now);
                     } else {
@@ -597,7 +561,7 @@ impl Reactor {
                         continue;
                     }
                     slot.timer = None;
-                    slot.core.handle_timeout(now);
+                    slot.handle_timeout(now);
                     self.after_node(node, now);
                 }
             }
@@ -610,10 +574,4 @@ fn alloc_token(sockets: &mut Vec<Option<Sock>>, free: &mut Vec<usize>) -> usize 
         sockets.push(None);
         sockets.len() - 1
     })
-}
-
-impl NodeSlot {
-    fn core_socket_options(&self) -> crate::config::SocketOptions {
-        self.core.socket_options()
-    }
 }

@@ -1,10 +1,10 @@
-//! Requests from application threads to the loop.
+//! Requests from application threads to the node core, and the core's replies.
+//! A request that wants an answer carries a [`RequestId`]; the core answers with
+//! [`Reply`] under the same id, and the driver hands it to whoever waits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use crossbeam_channel::Sender;
 
 use crate::gossip::TopicMetrics;
 use crate::identity::PeerId;
@@ -33,15 +33,31 @@ pub(crate) enum Command {
     },
     Disconnect(PeerId),
     Ban(PeerId, Duration),
-    Metrics(Sender<Metrics>),
+    Metrics(RequestId),
     Subscribe(String),
     Unsubscribe(String),
     Publish(Box<wire::GossipMessage>),
-    GossipMetrics(Sender<std::collections::HashMap<String, TopicMetrics>>),
-    MeshPeers(String, Sender<Vec<PeerId>>),
-    FindNode(Key, Option<Sender<LookupResult>>),
-    FindProviders(Key, Option<Sender<LookupResult>>),
+    GossipMetrics(RequestId),
+    MeshPeers(String, RequestId),
+    /// With a request id the result is a [`Reply::Lookup`], else an event.
+    FindNode(Key, Option<RequestId>),
+    FindProviders(Key, Option<RequestId>),
     Provide(Key),
-    RoutingTable(Sender<Vec<PeerRecord>>),
-    Shutdown(Sender<()>),
+    RoutingTable(RequestId),
+    /// Answered with [`Reply::ShutDown`] once every connection is gone.
+    Shutdown(RequestId),
+}
+
+/// Names a request so its reply finds the one waiting for it.
+pub(crate) type RequestId = u64;
+
+/// The core's answer to a request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Metrics(Box<Metrics>),
+    GossipMetrics(std::collections::HashMap<String, TopicMetrics>),
+    MeshPeers(Vec<PeerId>),
+    Lookup(LookupResult),
+    RoutingTable(Vec<PeerRecord>),
+    ShutDown,
 }

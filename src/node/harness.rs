@@ -17,10 +17,9 @@ use crate::identity::Keypair;
 use crate::kad::KAD_CHANNEL;
 use crate::mux::ChannelConfig;
 use crate::node::command::Command;
-use crate::node::core::{Action, ConnId, NodeCore};
+use crate::node::core::{ConnId, Io, NodeCore, Output};
 use crate::node::delivery::Delivery;
 use crate::node::event::Event;
-use crate::node::shared::NodeShared;
 use crate::node::{complete_config, handshake_config};
 use crate::secure::{FrameSealer, Handshake};
 
@@ -42,6 +41,7 @@ pub struct CoreHarness {
     now: Instant,
     rng: SystemRandom,
     events: Receiver<Event>,
+    delivery: Delivery,
     /// Addresses the core asked to dial (nobody answers them).
     dialed: Vec<SocketAddr>,
 }
@@ -64,9 +64,8 @@ impl CoreHarness {
             config.clone(),
             Arc::new(handshake),
             key,
-            Arc::new(NodeShared::new(config.clone())),
-            Delivery::new(tx, HashMap::new()),
             None,
+            SystemRandom::new(),
             now,
             1_700_000_000,
         );
@@ -77,6 +76,7 @@ impl CoreHarness {
             now,
             rng: SystemRandom::new(),
             events,
+            delivery: Delivery::new(tx, HashMap::new()),
             dialed: Vec::new(),
         };
         for i in 0..peers {
@@ -88,7 +88,7 @@ impl CoreHarness {
     /// Peer `i` dials in and completes the handshake.
     fn connect(&mut self, i: usize) {
         let addr = SocketAddr::from(([127, 1, i as u8, 1], 4000));
-        let Some(conn) = self.core.on_inbound(addr, self.now) else {
+        let Some(conn) = self.core.handle_accepted(addr, self.now) else {
             return;
         };
         let mut seed = [0u8; 32];
@@ -105,10 +105,11 @@ impl CoreHarness {
             return;
         };
         for _ in 0..4 {
+            let mut reply = Vec::new();
             if let Some(out) = hs.poll_transmit() {
-                self.deliver(conn, &out);
+                reply = self.deliver(conn, &out);
             }
-            let reply = self.take_output(conn);
+            reply.extend(self.take_output(conn));
             if !reply.is_empty() {
                 let _ = hs.handle_input(&reply, &self.rng);
             }
@@ -158,13 +159,18 @@ impl CoreHarness {
         let now = self.now;
         let conns: Vec<ConnId> = self.peers.iter().map(|p| p.conn).collect();
         for id in conns {
-            if self.core.conn_poll_timeout(id).is_some_and(|t| t <= now)
-                && !self.core.conn_timeout(id, now)
+            if self.core.poll_conn_timeout(id).is_some_and(|t| t <= now)
+                && !self.core.handle_conn_timeout(id, now)
             {
                 self.service(id);
             }
         }
-        if self.core.poll_timeout(now).is_some_and(|t| t <= now) {
+        let mut released = Vec::new();
+        self.delivery.flush(&mut released);
+        for r in released {
+            self.core.handle_released(r);
+        }
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
         self.settle();
@@ -204,32 +210,25 @@ impl CoreHarness {
         }
     }
 
-    /// Bytes arrive on `conn`, as the driver would hand them over.
-    fn deliver(&mut self, conn: ConnId, mut bytes: &[u8]) {
-        let now = self.now;
-        while !bytes.is_empty() {
-            self.core.begin_read(conn);
-            let Some(c) = self.core.conn_mut(conn) else {
-                return;
-            };
-            if !c.read_allowed(now) {
+    /// Bytes arrive on `conn`, as the driver would hand them over; returns what
+    /// `conn` wrote meanwhile.
+    fn deliver(&mut self, conn: ConnId, bytes: &[u8]) -> Vec<u8> {
+        let mut io = Pipe {
+            input: bytes,
+            output: Vec::new(),
+        };
+        while !io.input.is_empty() {
+            let outcome = self.core.handle_io(conn, &mut io, usize::MAX, self.now);
+            if outcome.finished || outcome.read == 0 {
                 break;
             }
-            let buf = c.read_buf();
-            let n = buf.len().min(bytes.len());
-            if n == 0 {
-                break;
-            }
-            buf[..n].copy_from_slice(&bytes[..n]);
-            c.handle_read(n, now, &self.rng);
-            bytes = &bytes[n..];
-            self.core.process(conn, now);
         }
+        io.output
     }
 
     /// Bytes arrive on `conn`; then everything it and the core have to send goes out.
     fn deliver_and_settle(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.deliver(conn, bytes);
+        let _ = self.deliver(conn, bytes);
         self.service(conn);
         self.settle();
     }
@@ -240,44 +239,63 @@ impl CoreHarness {
     }
 
     fn take_output(&mut self, conn: ConnId) -> Vec<u8> {
-        let now = self.now;
-        self.core.process(conn, now);
-        let mut out = Vec::new();
-        let Some(c) = self.core.conn_mut(conn) else {
-            return out;
+        let mut io = Pipe {
+            input: &[],
+            output: Vec::new(),
         };
-        loop {
-            let bytes = c.poll_transmit(now);
-            if bytes.is_empty() {
-                break;
-            }
-            out.extend_from_slice(bytes);
-            let n = bytes.len();
-            c.advance_transmit(n);
-        }
-        let finished = c.is_finished();
-        self.core.sync_dequeued(conn);
-        if finished {
-            self.core.on_closed(conn, now);
-        }
-        out
+        let _ = self.core.handle_io(conn, &mut io, usize::MAX, self.now);
+        io.output
     }
 
-    /// Services every connection the core touched until it is quiet (dials are
-    /// dropped: nobody is listening).
+    /// Hands on the core's outputs and services every connection it woke until it
+    /// is quiet (dials are recorded, not made: nobody is listening).
     fn settle(&mut self) {
         for _ in 0..64 {
-            while let Some(Action::Dial { addr, .. }) = self.core.poll_action() {
-                self.dialed.push(addr);
+            let mut woken = Vec::new();
+            let mut released = Vec::new();
+            while let Some(out) = self.core.poll_output() {
+                match out {
+                    Output::Dial { addr, .. } => self.dialed.push(addr),
+                    Output::Wake(id) => woken.push(id),
+                    Output::Event { event, release } => {
+                        self.delivery.deliver(event, release, &mut released)
+                    }
+                    _ => {}
+                }
             }
-            let touched = self.core.take_touched();
-            if touched.is_empty() {
+            for r in released.drain(..) {
+                self.core.handle_released(r);
+            }
+            if woken.is_empty() {
                 return;
             }
-            for id in touched {
+            for id in woken {
                 self.service(id);
             }
         }
+    }
+}
+
+/// Bytes in from a slice, out into a buffer that takes everything.
+struct Pipe<'a> {
+    input: &'a [u8],
+    output: Vec<u8>,
+}
+
+impl Io for Pipe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.input.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.input.len());
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input = &self.input[n..];
+        Ok(n)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
     }
 }
 

@@ -19,6 +19,7 @@ use crossbeam_channel::Receiver;
 
 use crate::config::{NodeConfig, PeerLimits, PersistentPeer};
 use crate::conn::Direction;
+use crate::driver::node_slot::{NodeSlot, Replier};
 use crate::driver::{socket, LoopCommand, Runtime, RuntimeShared};
 use crate::error::{IdentityError, SendError};
 use crate::gossip::{message, GossipConfig, MessageId, TopicMetrics, Validator, GOSSIP_CHANNEL};
@@ -29,7 +30,7 @@ use crate::kad::{KadConfig, LookupResult, KAD_CHANNEL, MAX_KAD_MESSAGE};
 use crate::metrics::Metrics;
 use crate::mux::{ChannelConfig, ChannelId, RateLimit, SendOptions};
 use crate::secure::HandshakeConfig;
-use command::Command;
+use command::{Command, Reply, RequestId};
 use delivery::Delivery;
 pub use event::Event;
 use shared::NodeShared;
@@ -256,16 +257,21 @@ impl NodeBuilder {
             config.clone(),
             Arc::new(handshake),
             key.clone(),
-            shared.clone(),
-            Delivery::new(events_tx, channel_tx),
             validator,
+            ring::rand::SystemRandom::new(),
             now,
             unix_secs(),
         );
         core.start(now);
+        let slot = NodeSlot::new(
+            core,
+            shared.clone(),
+            Delivery::new(events_tx, channel_tx),
+            config.socket,
+        );
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let added = runtime.shared.submit_blocking(LoopCommand::AddNode {
-            core: Box::new(core),
+            slot: Box::new(slot),
             listeners,
             ready: ready_tx,
         });
@@ -565,12 +571,45 @@ impl NodeHandle {
         self.submit(Command::Ban(peer, duration))
     }
 
+    /// Sends the command `make` builds and waits up to `timeout` for its reply.
+    fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(RequestId) -> Command,
+        pick: fn(Reply) -> Option<T>,
+        timeout: Duration,
+    ) -> Result<T, SendError> {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+        let reply: Replier = Box::new(move |r| {
+            if let Some(v) = pick(r) {
+                let _ = tx.try_send(v);
+            }
+        });
+        self.inner
+            .runtime
+            .submit(LoopCommand::Request {
+                index: self.inner.index,
+                request,
+                cmd: make(request),
+                reply,
+            })
+            .map_err(|_| SendError::Full)?;
+        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+    }
+
     /// A snapshot of the node's counters.
     pub fn metrics(&self) -> Result<Metrics, SendError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(Command::Metrics(tx))?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| SendError::Closed)
+        self.ask(
+            Command::Metrics,
+            |r| match r {
+                Reply::Metrics(m) => Some(*m),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
     }
 
     /// Subscribes to a gossip topic: its messages arrive as [`Event::Gossip`].
@@ -610,18 +649,26 @@ impl NodeHandle {
 
     /// Gossip counters per topic.
     pub fn gossip_metrics(&self) -> Result<HashMap<String, TopicMetrics>, SendError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(Command::GossipMetrics(tx))?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| SendError::Closed)
+        self.ask(
+            Command::GossipMetrics,
+            |r| match r {
+                Reply::GossipMetrics(m) => Some(m),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
     }
 
     /// The mesh peers of `topic`.
     pub fn mesh_peers(&self, topic: &str) -> Result<Vec<PeerId>, SendError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(Command::MeshPeers(topic.to_string(), tx))?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| SendError::Closed)
+        self.ask(
+            |request| Command::MeshPeers(topic.to_string(), request),
+            |r| match r {
+                Reply::MeshPeers(m) => Some(m),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
     }
 
     /// Starts a DHT lookup of the nodes closest to `key`; the answer arrives as
@@ -642,9 +689,11 @@ impl NodeHandle {
         key: Key,
         timeout: Duration,
     ) -> Result<LookupResult, SendError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(Command::FindNode(key, Some(tx)))?;
-        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+        self.ask(
+            |request| Command::FindNode(key, Some(request)),
+            pick_lookup,
+            timeout,
+        )
     }
 
     /// Looks up the providers of `key`, waiting at most `timeout`.
@@ -653,9 +702,11 @@ impl NodeHandle {
         key: Key,
         timeout: Duration,
     ) -> Result<LookupResult, SendError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(Command::FindProviders(key, Some(tx)))?;
-        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+        self.ask(
+            |request| Command::FindProviders(key, Some(request)),
+            pick_lookup,
+            timeout,
+        )
     }
 
     /// Announces this node as a provider of `key` (a service, a partition) to the
@@ -666,23 +717,43 @@ impl NodeHandle {
 
     /// A snapshot of the DHT's routing table.
     pub fn routing_table(&self) -> Result<Vec<PeerRecord>, SendError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(Command::RoutingTable(tx))?;
-        rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| SendError::Closed)
+        self.ask(
+            Command::RoutingTable,
+            |r| match r {
+                Reply::RoutingTable(t) => Some(t),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
     }
 
     /// Closes every connection after flushing what was accepted, and stops the node.
     /// Waits until done (at most the linger time plus a margin).
     pub fn shutdown(&self) {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let submitted = self
-            .inner
-            .runtime
-            .submit_blocking(LoopCommand::Node(self.inner.index, Command::Shutdown(tx)));
+        let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+        let reply: Replier = Box::new(move |_| {
+            let _ = tx.try_send(());
+        });
+        let submitted = self.inner.runtime.submit_blocking(LoopCommand::Request {
+            index: self.inner.index,
+            request,
+            cmd: Command::Shutdown(request),
+            reply,
+        });
         self.inner.shared.closed.store(true, Ordering::Release);
         if submitted {
             let _ = rx.recv_timeout(crate::conn::LINGER + Duration::from_secs(3));
         }
+    }
+}
+
+/// Request ids of every node in the process (unique is all they need to be).
+static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn pick_lookup(r: Reply) -> Option<LookupResult> {
+    match r {
+        Reply::Lookup(l) => Some(l),
+        _ => None,
     }
 }

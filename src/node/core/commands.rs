@@ -43,8 +43,9 @@ impl NodeCore {
                     self.close_conn(id, LocalClose::Banned, false, now);
                 }
             }
-            Command::Metrics(reply) => {
-                let _ = reply.try_send(self.metrics());
+            Command::Metrics(request) => {
+                let m = Box::new(self.metrics());
+                self.reply(request, Reply::Metrics(m));
             }
             Command::Subscribe(topic) => {
                 if let Some(r) = &mut self.router {
@@ -68,21 +69,21 @@ impl NodeCore {
                 }
                 self.drain_gossip(now, None);
             }
-            Command::GossipMetrics(reply) => {
+            Command::GossipMetrics(request) => {
                 let m = self
                     .router
                     .as_ref()
                     .map(Router::metrics)
                     .unwrap_or_default();
-                let _ = reply.try_send(m);
+                self.reply(request, Reply::GossipMetrics(m));
             }
-            Command::MeshPeers(topic, reply) => {
+            Command::MeshPeers(topic, request) => {
                 let m = self
                     .router
                     .as_ref()
                     .map(|r| r.mesh(&topic))
                     .unwrap_or_default();
-                let _ = reply.try_send(m);
+                self.reply(request, Reply::MeshPeers(m));
             }
             Command::FindNode(key, reply) => {
                 self.user_lookup(key, LookupKind::FindNode, reply, now)
@@ -95,16 +96,16 @@ impl NodeCore {
                 self.user_lookups.extend(id);
                 self.drain_kad(now);
             }
-            Command::RoutingTable(reply) => {
+            Command::RoutingTable(request) => {
                 let table = self
                     .kad
                     .as_ref()
                     .map(|k| k.table().records().cloned().collect())
                     .unwrap_or_default();
-                let _ = reply.try_send(table);
+                self.reply(request, Reply::RoutingTable(table));
             }
-            Command::Shutdown(done) => {
-                self.shutdown.get_or_insert_with(Vec::new).push(done);
+            Command::Shutdown(request) => {
+                self.shutdown.get_or_insert_with(Vec::new).push(request);
                 let ids: Vec<ConnId> = self.conns.keys().copied().collect();
                 for id in ids {
                     self.close_conn(id, LocalClose::Shutdown, true, now);
@@ -130,9 +131,11 @@ impl NodeCore {
 
     /// A message accepted by the handle never reached a queue: free its count.
     pub(super) fn count_send_failure(&mut self, peer: PeerId, channel: ChannelId, e: &SendError) {
-        if let Some(p) = self.shared.peers.read().get(&peer) {
-            self.shared.dequeued(&p.queued, channel, 1);
-        }
+        self.outputs.push_back(Output::Dequeued {
+            peer,
+            channel,
+            n: 1,
+        });
         self.metrics_drop(match e {
             SendError::Full => "queue_full",
             SendError::UnknownPeer => "peer_gone",

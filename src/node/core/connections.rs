@@ -8,7 +8,7 @@ impl NodeCore {
     // ------------------------------------------------------------ driver inputs
 
     /// A TCP connection was accepted; `None` means refuse it (drop the socket).
-    pub(crate) fn on_inbound(&mut self, addr: SocketAddr, now: Instant) -> Option<ConnId> {
+    pub(crate) fn handle_accepted(&mut self, addr: SocketAddr, now: Instant) -> Option<ConnId> {
         if self.shutdown.is_some() {
             return None;
         }
@@ -50,14 +50,19 @@ impl NodeCore {
     }
 
     /// The TCP connect of `id` completed.
-    pub(crate) fn on_connected(&mut self, id: ConnId) {
+    pub(crate) fn handle_connected(&mut self, id: ConnId) {
         if let Some(e) = self.conns.get_mut(&id) {
             e.connecting = None;
         }
     }
 
     /// The TCP connect of `id` failed; its entry is gone.
-    pub(crate) fn on_dial_failed(&mut self, id: ConnId, kind: std::io::ErrorKind, now: Instant) {
+    pub(crate) fn handle_dial_failed(
+        &mut self,
+        id: ConnId,
+        kind: std::io::ErrorKind,
+        now: Instant,
+    ) {
         if let Some(e) = self.conns.remove(&id) {
             self.manager.release(e.slot, e.addr.ip());
             self.metrics.dial_failures += 1;
@@ -80,33 +85,91 @@ impl NodeCore {
         }
     }
 
-    pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
-        self.conns.get_mut(&id).map(|e| &mut e.conn)
-    }
-
-    /// Whether `id` is still waiting for its TCP connect.
-    pub(crate) fn is_connecting(&self, id: ConnId) -> bool {
-        self.conns.get(&id).is_some_and(|e| e.connecting.is_some())
-    }
-
-    pub(crate) fn add_io(&mut self, read: usize, written: usize) {
-        self.metrics.bytes_read += read as u64;
-        self.metrics.bytes_written += written as u64;
-    }
-
-    /// Before the driver reads `id`: what it may hold for reassembly is its own share
-    /// plus what the node budget has left, so no read can take more than the budget.
-    pub(crate) fn begin_read(&mut self, id: ConnId) {
+    /// Reads what `io` has for `id` (at most `read_budget` bytes), handles it, and
+    /// writes what `id` has to send, as far as `io` takes it. If the connection is
+    /// over, its entry is gone and the outcome says so: drop the pipe.
+    pub(crate) fn handle_io(
+        &mut self,
+        id: ConnId,
+        io: &mut dyn Io,
+        read_budget: usize,
+        now: Instant,
+    ) -> IoOutcome {
+        let mut outcome = IoOutcome::default();
         let budget = self.config.reassembly_budget;
-        if let Some(e) = self.conns.get_mut(&id) {
-            let others = self.reassembly_used - e.reassembly;
-            e.conn.set_reassembly_limit(budget.saturating_sub(others));
+        let Some(e) = self.conns.get_mut(&id) else {
+            outcome.finished = true;
+            return outcome;
+        };
+        // What it may hold for reassembly is its own share plus what the node budget
+        // has left, so no read can take more than the budget.
+        let others = self.reassembly_used - e.reassembly;
+        e.conn.set_reassembly_limit(budget.saturating_sub(others));
+        let conn = &mut e.conn;
+        while conn.read_allowed(now) {
+            if outcome.read >= read_budget {
+                outcome.more_input = true;
+                break;
+            }
+            let buf = conn.read_buf();
+            if buf.is_empty() {
+                break;
+            }
+            match io.read(buf) {
+                Ok(0) => {
+                    conn.handle_eof(now);
+                    break;
+                }
+                Ok(n) => {
+                    outcome.read += n;
+                    conn.handle_read(n, now, &self.secure_rng);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    conn.handle_io_error(e.kind());
+                    break;
+                }
+            }
         }
+        self.process(id, now);
+        if let Some(e) = self.conns.get_mut(&id) {
+            let conn = &mut e.conn;
+            loop {
+                let out = conn.poll_transmit(now);
+                if out.is_empty() {
+                    break;
+                }
+                match io.write(out) {
+                    Ok(0) => {
+                        conn.handle_io_error(std::io::ErrorKind::WriteZero);
+                        break;
+                    }
+                    Ok(n) => {
+                        outcome.written += n;
+                        conn.advance_transmit(n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        conn.handle_io_error(e.kind());
+                        break;
+                    }
+                }
+            }
+            outcome.finished = conn.is_finished();
+        }
+        self.sync_dequeued(id);
+        self.metrics.bytes_read += outcome.read as u64;
+        self.metrics.bytes_written += outcome.written as u64;
+        if outcome.finished {
+            self.on_closed(id, now);
+        }
+        outcome
     }
 
-    /// Handles what `id` produced; call after its I/O.
-    pub(crate) fn process(&mut self, id: ConnId, now: Instant) {
-        let mut released = Vec::new();
+    /// Handles what `id` produced in its last input.
+    fn process(&mut self, id: ConnId, now: Instant) {
         loop {
             let Some(entry) = self.conns.get_mut(&id) else {
                 return;
@@ -171,13 +234,13 @@ impl NodeCore {
                         channel,
                         data,
                     };
-                    self.delivery
-                        .deliver(event, Some((id, channel, len)), &mut released);
+                    self.outputs.push_back(Output::Event {
+                        event,
+                        release: Some((id, channel, len)),
+                    });
                 }
             }
         }
-        self.apply_releases(released);
-        self.sync_dequeued(id);
         if let Some(e) = self.conns.get_mut(&id) {
             let held = e.conn.reassembly_bytes();
             self.reassembly_used = self.reassembly_used - e.reassembly + held;
@@ -294,11 +357,12 @@ impl NodeCore {
                     Metrics::count(&mut self.metrics.drops, "migration");
                 }
             }
-            if let Some(p) = self.shared.peers.write().get_mut(&remote) {
-                p.addr = addr;
-                p.direction = direction;
-                p.channels = channels;
-            }
+            self.outputs.push_back(Output::PeerUp {
+                peer: remote,
+                addr,
+                direction,
+                channels,
+            });
             self.touched.push(id);
         } else {
             log::debug!("peer {}: keeping the existing connection", remote.short());
@@ -337,15 +401,12 @@ impl NodeCore {
         if let Some(r) = &mut self.router {
             r.add_peer(remote, addr.ip(), now);
         }
-        self.shared.peers.write().insert(
-            remote,
-            SharedPeer {
-                addr,
-                direction,
-                channels,
-                queued: self.shared.new_queue_counts(),
-            },
-        );
+        self.outputs.push_back(Output::PeerUp {
+            peer: remote,
+            addr,
+            direction,
+            channels,
+        });
         log::debug!("peer {} connected ({direction:?}, {addr})", remote.short());
         self.delivery_push(
             Event::PeerConnected {
@@ -357,8 +418,8 @@ impl NodeCore {
         );
     }
 
-    /// The socket of `id` was dropped after [`Connection::is_finished`].
-    pub(crate) fn on_closed(&mut self, id: ConnId, now: Instant) {
+    /// `id` is finished: its entry goes, and what depended on it hears.
+    fn on_closed(&mut self, id: ConnId, now: Instant) {
         let Some(mut entry) = self.conns.remove(&id) else {
             return;
         };
@@ -419,11 +480,10 @@ impl NodeCore {
             if let Some(r) = &mut self.router {
                 r.remove_peer(&peer);
             }
-            if let Some(p) = self.shared.peers.write().remove(&peer) {
-                for (channel, _, _) in &unsent {
-                    self.shared.dequeued(&p.queued, *channel, 1);
-                }
-            }
+            self.outputs.push_back(Output::PeerDown {
+                peer,
+                unsent: unsent.iter().map(|(channel, _, _)| *channel).collect(),
+            });
             log::debug!("peer {} disconnected: {reason}", peer.short());
             self.delivery_push(Event::PeerDisconnected { peer, reason }, None);
         }
@@ -434,8 +494,9 @@ impl NodeCore {
         self.check_shutdown_done();
     }
 
-    /// When the driver must call [`NodeCore::conn_timeout`] for `id`.
-    pub(crate) fn conn_poll_timeout(&self, id: ConnId) -> Option<Instant> {
+    /// When the driver must call [`NodeCore::handle_conn_timeout`] for `id`.
+    #[must_use]
+    pub(crate) fn poll_conn_timeout(&self, id: ConnId) -> Option<Instant> {
         let e = self.conns.get(&id)?;
         [e.connecting, e.retire_at, e.conn.poll_timeout()]
             .into_iter()
@@ -443,13 +504,14 @@ impl NodeCore {
             .min()
     }
 
-    /// Runs `id`'s deadlines; `true` if the dial timed out (the entry is gone).
-    pub(crate) fn conn_timeout(&mut self, id: ConnId, now: Instant) -> bool {
+    /// Runs `id`'s deadlines; `true` if the dial timed out (the entry is gone: drop
+    /// the pipe). Otherwise call `handle_io` for it next.
+    pub(crate) fn handle_conn_timeout(&mut self, id: ConnId, now: Instant) -> bool {
         let Some(e) = self.conns.get_mut(&id) else {
             return false;
         };
         if e.connecting.is_some_and(|d| now >= d) {
-            self.on_dial_failed(id, std::io::ErrorKind::TimedOut, now);
+            self.handle_dial_failed(id, std::io::ErrorKind::TimedOut, now);
             return true;
         }
         if e.retire_at.is_some_and(|d| now >= d) {

@@ -21,7 +21,7 @@ impl NodeCore {
         }
     }
 
-    /// Starts a dial; the driver gets an [`Action::Dial`].
+    /// Starts a dial; the driver gets an [`Output::Dial`].
     pub(crate) fn dial(
         &mut self,
         addr: SocketAddr,
@@ -80,7 +80,7 @@ impl NodeCore {
             expected,
             self.mux.clone(),
             now,
-            &self.sys_rng,
+            &self.secure_rng,
             self.rng.next_u64(),
         ) {
             Ok(conn) => conn,
@@ -109,7 +109,7 @@ impl NodeCore {
                 retire_at: None,
             },
         );
-        self.actions.push_back(Action::Dial {
+        self.outputs.push_back(Output::Dial {
             conn: id,
             addr,
             local: self.local_ip,
@@ -127,7 +127,7 @@ impl NodeCore {
             return;
         }
         let mut per_subnet = self.outbound_subnets();
-        let mut busy: std::collections::HashSet<PeerId> = self.peers.keys().copied().collect();
+        let mut busy: Set<PeerId> = self.peers.keys().copied().collect();
         for e in self.conns.values().filter(|e| e.slot == Slot::Outbound) {
             busy.extend(e.expected);
         }
@@ -153,8 +153,8 @@ impl NodeCore {
     }
 
     /// Outbound peers per subnet (dialing ones included).
-    pub(super) fn outbound_subnets(&self) -> HashMap<[u8; 6], usize> {
-        let mut per_subnet: HashMap<[u8; 6], usize> = HashMap::new();
+    pub(super) fn outbound_subnets(&self) -> Map<[u8; 6], usize> {
+        let mut per_subnet: Map<[u8; 6], usize> = Map::default();
         for e in self.conns.values().filter(|e| e.slot == Slot::Outbound) {
             if e.conn.direction() == Direction::Outbound {
                 *per_subnet.entry(subnet(e.addr.ip())).or_default() += 1;

@@ -40,7 +40,7 @@ impl NodeCore {
         &mut self,
         key: Key,
         kind: LookupKind,
-        reply: Option<crossbeam_channel::Sender<LookupResult>>,
+        reply: Option<RequestId>,
         now: Instant,
     ) {
         let Some(kad) = &mut self.kad else { return };
@@ -50,8 +50,8 @@ impl NodeCore {
         };
         if let Some(id) = id {
             match reply {
-                Some(tx) => {
-                    self.lookup_waiters.insert(id, tx);
+                Some(request) => {
+                    self.lookup_waiters.insert(id, request);
                 }
                 None => {
                     self.user_lookups.insert(id);
@@ -92,8 +92,8 @@ impl NodeCore {
                 }
             }
             for r in results {
-                if let Some(tx) = self.lookup_waiters.remove(&r.id) {
-                    let _ = tx.try_send(r);
+                if let Some(request) = self.lookup_waiters.remove(&r.id) {
+                    self.reply(request, Reply::Lookup(r));
                 } else if self.user_lookups.remove(&r.id) {
                     self.delivery_push(Event::Lookup(r), None);
                 }

@@ -2,7 +2,8 @@
 //! Sans-IO: the driver reports socket happenings and moves bytes; every decision is
 //! made here.
 
-use std::collections::{HashMap, VecDeque};
+use crate::collections::{Map, Set};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +21,9 @@ use crate::kad::table::subnet;
 use crate::kad::{KadOutput, Kademlia, LookupKind, LookupResult, KAD_CHANNEL};
 use crate::metrics::Metrics;
 use crate::mux::{ChannelCounters, ChannelId, MuxConfig, SendOptions};
-use crate::node::command::Command;
-use crate::node::delivery::{Delivery, Release};
+use crate::node::command::{Command, Reply, RequestId};
+use crate::node::delivery::Release;
 use crate::node::event::Event;
-use crate::node::shared::{NodeShared, SharedPeer};
 use crate::peers::{PeerManager, Refusal, Slot};
 use crate::rng::Rng;
 use crate::secure::HandshakeConfig;
@@ -33,7 +33,19 @@ mod connections;
 mod dialing;
 mod gossip;
 mod lookups;
+mod output;
 mod timers;
+
+pub(crate) use output::{Io, IoOutcome, Output};
+
+/// Counts of the core's expensive operations since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Work {
+    /// Ed25519 verifications of gossip messages.
+    pub(crate) signature_checks: u64,
+    /// Handshakes finished, well or not (each a key agreement, a signature, a check).
+    pub(crate) handshakes: u64,
+}
 
 /// A connection's id within its node.
 pub(crate) type ConnId = usize;
@@ -48,17 +60,6 @@ const MAX_KAD_WAITING: usize = 16;
 const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
 /// Bootstrap peers are redialed this often while the DHT table is empty.
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
-
-/// What the node asks the driver to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// Open a TCP connection for `conn` to `addr`, from `local` if given.
-    Dial {
-        conn: ConnId,
-        addr: SocketAddr,
-        local: Option<IpAddr>,
-    },
-}
 
 struct Entry {
     conn: Connection,
@@ -88,31 +89,32 @@ pub(crate) struct NodeCore {
     handshake: Arc<HandshakeConfig>,
     mux: Arc<MuxConfig>,
     key: Arc<Keypair>,
-    shared: Arc<NodeShared>,
-    conns: HashMap<ConnId, Entry>,
+    conns: Map<ConnId, Entry>,
     /// The connection each connected peer uses.
-    peers: HashMap<PeerId, ConnId>,
+    peers: Map<PeerId, ConnId>,
     manager: PeerManager,
     rng: Rng,
-    sys_rng: SystemRandom,
-    delivery: Delivery,
+    /// Key material only (ephemeral keys, nonces): no decision depends on it.
+    secure_rng: SystemRandom,
     metrics: Metrics,
-    actions: VecDeque<Action>,
+    outputs: VecDeque<Output>,
     /// Connections whose state changed outside their own I/O; the driver services them.
     touched: Vec<ConnId>,
     next_conn: ConnId,
     local_ip: Option<IpAddr>,
-    shutdown: Option<Vec<crossbeam_channel::Sender<()>>>,
+    /// Set once shutdown began: the requests waiting for it to finish.
+    shutdown: Option<Vec<RequestId>>,
     kad: Option<Kademlia>,
     /// Handshake settings of lookup-only dials.
     lookup_handshake: Arc<HandshakeConfig>,
     /// Lookup-only connections by peer (dialing or up).
-    kad_conns: HashMap<PeerId, ConnId>,
+    kad_conns: Map<PeerId, ConnId>,
     /// DHT messages waiting for a lookup connection.
-    kad_waiting: HashMap<PeerId, Vec<Vec<u8>>>,
-    lookup_waiters: HashMap<u64, crossbeam_channel::Sender<LookupResult>>,
+    kad_waiting: Map<PeerId, Vec<Vec<u8>>>,
+    /// Lookups a request waits for: lookup id → request.
+    lookup_waiters: Map<u64, RequestId>,
     /// Lookups the application asked for, to report as events.
-    user_lookups: std::collections::HashSet<u64>,
+    user_lookups: Set<u64>,
     next_fill: Instant,
     next_bootstrap: Instant,
     router: Option<Router>,
@@ -123,15 +125,15 @@ pub(crate) struct NodeCore {
 impl NodeCore {
     /// `unix_secs` is the wall-clock time in seconds, given by the caller (the core
     /// reads no clock): it numbers our peer record, so a restarted node's new record
-    /// replaces its old one everywhere.
+    /// replaces its old one everywhere. Every decision's randomness comes from
+    /// `config.seed` and our id; `secure_rng` makes key material only.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Arc<NodeConfig>,
         handshake: Arc<HandshakeConfig>,
         key: Arc<Keypair>,
-        shared: Arc<NodeShared>,
-        delivery: Delivery,
         validator: Option<Validator>,
+        secure_rng: SystemRandom,
         now: Instant,
         unix_secs: u64,
     ) -> Self {
@@ -164,24 +166,22 @@ impl NodeCore {
             config,
             handshake,
             key,
-            shared,
-            conns: HashMap::new(),
-            peers: HashMap::new(),
+            conns: Map::default(),
+            peers: Map::default(),
             manager,
             rng,
-            sys_rng: SystemRandom::new(),
-            delivery,
+            secure_rng,
             metrics: Metrics::default(),
-            actions: VecDeque::new(),
+            outputs: VecDeque::new(),
             touched: Vec::new(),
             next_conn: 0,
             local_ip,
             shutdown: None,
             kad,
             lookup_handshake: Arc::new(lookup_hs),
-            kad_conns: HashMap::new(),
-            kad_waiting: HashMap::new(),
-            lookup_waiters: HashMap::new(),
+            kad_conns: Map::default(),
+            kad_waiting: Map::default(),
+            lookup_waiters: Map::default(),
             user_lookups: Default::default(),
             next_fill: now,
             next_bootstrap: now,
@@ -218,44 +218,54 @@ impl NodeCore {
         self.conns.get(&id).map_or(0, |e| e.conn.pending_output())
     }
 
-    pub(crate) fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
-    }
-
-    pub(crate) fn has_touched(&self) -> bool {
-        !self.touched.is_empty() || !self.actions.is_empty()
-    }
-
-    pub(crate) fn socket_options(&self) -> crate::config::SocketOptions {
-        self.config.socket
-    }
-
-    pub(crate) fn take_touched(&mut self) -> Vec<ConnId> {
-        std::mem::take(&mut self.touched)
-    }
-
-    /// Whether shutdown finished: every connection is gone.
-    pub(crate) fn is_shut_down(&self) -> bool {
-        self.shutdown.is_some() && self.conns.is_empty()
+    /// The next thing for the driver to do, in order; `None` when there is nothing.
+    #[must_use]
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        if let Some(out) = self.outputs.pop_front() {
+            return Some(out);
+        }
+        if self.touched.is_empty() {
+            return None;
+        }
+        // Wake each touched connection once, in the order first touched.
+        let mut touched = std::mem::take(&mut self.touched);
+        let mut seen = Set::with_capacity_and_hasher(touched.len(), Default::default());
+        touched.retain(|id| seen.insert(*id));
+        self.outputs.extend(touched.into_iter().map(Output::Wake));
+        self.outputs.pop_front()
     }
 
     fn check_shutdown_done(&mut self) {
         if self.conns.is_empty() {
             if let Some(waiters) = &mut self.shutdown {
-                for w in waiters.drain(..) {
-                    let _ = w.try_send(());
+                for request in waiters.drain(..) {
+                    self.outputs.push_back(Output::Reply {
+                        request,
+                        reply: Reply::ShutDown,
+                    });
                 }
             }
         }
     }
 
+    fn reply(&mut self, request: RequestId, reply: Reply) {
+        self.outputs.push_back(Output::Reply { request, reply });
+    }
+
+    /// Expensive work done so far, cheap to read (the simulator charges modeled CPU
+    /// time for it).
+    #[must_use]
+    pub(crate) fn poll_work(&self) -> Work {
+        Work {
+            signature_checks: self.router.as_ref().map_or(0, Router::signature_checks),
+            handshakes: self.metrics.handshakes_ok
+                + self.metrics.handshakes_failed.values().sum::<u64>(),
+        }
+    }
+
+    /// The node's counters (the driver adds what waits in its event queues).
     pub(crate) fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
-        m.waiting_events = self.delivery.waiting() as u64;
-        m.drops.extend(
-            (self.delivery.dropped_control > 0)
-                .then_some(("event_queue_full", self.delivery.dropped_control)),
-        );
         for e in self.conns.values() {
             if e.announced {
                 match e.conn.direction() {
@@ -290,31 +300,37 @@ impl NodeCore {
         }
     }
 
+    /// Hands `event` to the application, through the driver.
     fn delivery_push(&mut self, event: Event, release: Option<Release>) {
-        let mut released = Vec::new();
-        self.delivery.deliver(event, release, &mut released);
-        self.apply_releases(released);
+        self.outputs.push_back(Output::Event { event, release });
     }
 
-    fn apply_releases(&mut self, released: Vec<Release>) {
-        for (id, channel, bytes) in released {
-            if let Some(e) = self.conns.get_mut(&id) {
-                e.conn.release(channel, bytes);
-                self.touched.push(id);
-            }
+    /// The application's queue took an event: its credit goes back to the peer.
+    pub(crate) fn handle_released(&mut self, (id, channel, bytes): Release) {
+        if let Some(e) = self.conns.get_mut(&id) {
+            e.conn.release(channel, bytes);
+            self.touched.push(id);
         }
     }
 
-    /// Brings the handle's queued counts in line with what left `id`'s queues.
-    pub(crate) fn sync_dequeued(&mut self, id: ConnId) {
+    /// Tells the handles what left `id`'s queues.
+    fn sync_dequeued(&mut self, id: ConnId) {
         let Some(e) = self.conns.get_mut(&id) else {
             return;
         };
         let Some(peer) = e.conn.remote() else { return };
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
         let Some(mux) = e.conn.mux() else { return };
-        let peers = self.shared.peers.read();
-        let Some(p) = peers.get(&peer) else { return };
-        mux.take_dequeued(|channel, n| self.shared.dequeued(&p.queued, channel, n as usize));
+        let outputs = &mut self.outputs;
+        mux.take_dequeued(|channel, n| {
+            outputs.push_back(Output::Dequeued {
+                peer,
+                channel,
+                n: n as usize,
+            })
+        });
     }
 }
 

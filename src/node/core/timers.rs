@@ -7,10 +7,10 @@ impl NodeCore {
     // ------------------------------------------------------------ timers
 
     /// When [`NodeCore::handle_timeout`] must run.
-    pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+    #[must_use]
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.config.lookup_idle;
         [
-            self.delivery.retry_in().map(|d| now + d),
             self.manager.next_dial(),
             self.kad.as_ref().and_then(|k| k.poll_timeout()),
             self.router.as_ref().map(Router::poll_timeout),
@@ -34,9 +34,6 @@ impl NodeCore {
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        let mut released = Vec::new();
-        self.delivery.flush(&mut released);
-        self.apply_releases(released);
         if self.shutdown.is_some() {
             return;
         }

@@ -1,0 +1,177 @@
+//! One node on the loop thread: its core, and what the core's outputs reach on the
+//! application's side (the peer table handles read, the event queues, the threads
+//! waiting for a reply). Everything shared with other threads lives here, not in
+//! the core.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::SocketOptions;
+use crate::node::command::{Reply, RequestId};
+use crate::node::core::{ConnId, NodeCore, Output};
+use crate::node::delivery::{Delivery, Release};
+use crate::node::shared::{NodeShared, SharedPeer};
+
+/// Hands a reply to the thread that waits for it.
+pub(crate) type Replier = Box<dyn FnOnce(Reply) + Send>;
+
+/// What a node's outputs ask of the loop itself.
+#[derive(Default)]
+pub(crate) struct LoopWork {
+    pub(crate) dials: Vec<(ConnId, SocketAddr, Option<IpAddr>)>,
+    pub(crate) wakes: Vec<ConnId>,
+}
+
+impl LoopWork {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dials.is_empty() && self.wakes.is_empty()
+    }
+}
+
+pub(crate) struct NodeSlot {
+    pub(crate) core: NodeCore,
+    shared: Arc<NodeShared>,
+    delivery: Delivery,
+    replies: HashMap<RequestId, Replier>,
+    pub(crate) socket: SocketOptions,
+    pub(crate) timer: Option<Instant>,
+    /// (token of each listener)
+    pub(crate) listeners: Vec<usize>,
+    /// Connection id → socket token.
+    pub(crate) tokens: HashMap<ConnId, usize>,
+    /// Shutdown finished: every connection is gone.
+    pub(crate) finished: bool,
+}
+
+impl NodeSlot {
+    pub(crate) fn new(
+        core: NodeCore,
+        shared: Arc<NodeShared>,
+        delivery: Delivery,
+        socket: SocketOptions,
+    ) -> Self {
+        NodeSlot {
+            core,
+            shared,
+            delivery,
+            replies: HashMap::new(),
+            socket,
+            timer: None,
+            listeners: Vec::new(),
+            tokens: HashMap::new(),
+            finished: false,
+        }
+    }
+
+    /// Someone waits for the reply to `request`.
+    pub(crate) fn expect_reply(&mut self, request: RequestId, reply: Replier) {
+        self.replies.insert(request, reply);
+    }
+
+    /// Takes every output the core has; returns what the loop must do.
+    pub(crate) fn drain(&mut self) -> LoopWork {
+        let mut work = LoopWork::default();
+        let mut released: Vec<Release> = Vec::new();
+        loop {
+            while let Some(out) = self.core.poll_output() {
+                self.apply(out, &mut work, &mut released);
+            }
+            if released.is_empty() {
+                return work;
+            }
+            for r in released.drain(..) {
+                self.core.handle_released(r);
+            }
+        }
+    }
+
+    fn apply(&mut self, out: Output, work: &mut LoopWork, released: &mut Vec<Release>) {
+        match out {
+            Output::Dial { conn, addr, local } => work.dials.push((conn, addr, local)),
+            Output::Wake(conn) => work.wakes.push(conn),
+            Output::Event { event, release } => self.delivery.deliver(event, release, released),
+            Output::Reply { request, reply } => {
+                let reply = match reply {
+                    Reply::Metrics(mut m) => {
+                        m.waiting_events = self.delivery.waiting() as u64;
+                        if self.delivery.dropped_control > 0 {
+                            m.drops
+                                .insert("event_queue_full", self.delivery.dropped_control);
+                        }
+                        Reply::Metrics(m)
+                    }
+                    Reply::ShutDown => {
+                        self.finished = true;
+                        Reply::ShutDown
+                    }
+                    other => other,
+                };
+                if let Some(replier) = self.replies.remove(&request) {
+                    replier(reply);
+                }
+            }
+            Output::PeerUp {
+                peer,
+                addr,
+                direction,
+                channels,
+            } => {
+                let mut peers = self.shared.peers.write();
+                match peers.get_mut(&peer) {
+                    Some(p) => {
+                        p.addr = addr;
+                        p.direction = direction;
+                        p.channels = channels;
+                    }
+                    None => {
+                        let queued = self.shared.new_queue_counts();
+                        peers.insert(
+                            peer,
+                            SharedPeer {
+                                addr,
+                                direction,
+                                channels,
+                                queued,
+                            },
+                        );
+                    }
+                }
+            }
+            Output::PeerDown { peer, unsent } => {
+                if let Some(p) = self.shared.peers.write().remove(&peer) {
+                    for channel in unsent {
+                        self.shared.dequeued(&p.queued, channel, 1);
+                    }
+                }
+            }
+            Output::Dequeued { peer, channel, n } => {
+                if let Some(p) = self.shared.peers.read().get(&peer) {
+                    self.shared.dequeued(&p.queued, channel, n);
+                }
+            }
+        }
+    }
+
+    /// When the node next needs its timer: the core's deadline or a delivery retry.
+    pub(crate) fn next_timeout(&self, now: Instant) -> Option<Instant> {
+        let retry = self.delivery.retry_in().map(|d| now + d);
+        [self.core.poll_timeout(), retry]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The node's timer fired.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let mut released = Vec::new();
+        self.delivery.flush(&mut released);
+        for r in released {
+            self.core.handle_released(r);
+        }
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+    }
+}
