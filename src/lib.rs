@@ -91,6 +91,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub(crate) mod collections;
 pub mod config;
 pub mod conn;
 mod driver;
@@ -106,6 +107,7 @@ mod rate;
 pub mod rng;
 mod scan;
 pub mod secure;
+pub mod sim;
 pub mod wire;
 
 pub use config::NodeConfig;

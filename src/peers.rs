@@ -1,6 +1,6 @@
 //! Peer management: connection limits, scores, bans and redial schedules. Sans-IO.
 
-use std::collections::HashMap;
+use crate::collections::Map;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -85,10 +85,10 @@ pub struct PeerManager {
     inbound: usize,
     pending_inbound: usize,
     outbound: usize,
-    per_ip: HashMap<IpAddr, usize>,
-    scores: HashMap<PeerId, Score>,
-    bans: HashMap<PeerId, Instant>,
-    ip_bans: HashMap<IpAddr, Instant>,
+    per_ip: Map<IpAddr, usize>,
+    scores: Map<PeerId, Score>,
+    bans: Map<PeerId, Instant>,
+    ip_bans: Map<IpAddr, Instant>,
     /// New inbound handshakes per subnet.
     handshake_rate: Option<RateTable<[u8; 8]>>,
     persistent: Vec<Persistent>,
@@ -111,10 +111,10 @@ impl PeerManager {
             inbound: 0,
             pending_inbound: 0,
             outbound: 0,
-            per_ip: HashMap::new(),
-            scores: HashMap::new(),
-            bans: HashMap::new(),
-            ip_bans: HashMap::new(),
+            per_ip: Map::default(),
+            scores: Map::default(),
+            bans: Map::default(),
+            ip_bans: Map::default(),
             handshake_rate: rate,
             persistent: persistent
                 .into_iter()

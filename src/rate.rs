@@ -1,7 +1,7 @@
 //! Token buckets, driven by the caller's clock: byte rates of a connection, request
 //! and signature-check rates of a peer, handshake rates of a subnet.
 
-use std::collections::HashMap;
+use crate::collections::Map;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,7 @@ pub(crate) struct RateTable<K> {
     per_sec: f64,
     burst: f64,
     max: usize,
-    buckets: HashMap<K, TokenBucket>,
+    buckets: Map<K, TokenBucket>,
 }
 
 impl<K: Hash + Eq + Copy> RateTable<K> {
@@ -85,7 +85,7 @@ impl<K: Hash + Eq + Copy> RateTable<K> {
             per_sec,
             burst,
             max,
-            buckets: HashMap::new(),
+            buckets: Map::default(),
         }
     }
 

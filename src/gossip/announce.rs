@@ -3,7 +3,8 @@
 //! An announcement makes us tell our mesh "don't send it", so believing one is a
 //! way to censor: each is bounded per peer, and lives only until a deadline.
 
-use std::collections::{BTreeSet, HashMap};
+use crate::collections::Map;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::gossip::MessageId;
@@ -21,9 +22,9 @@ pub(crate) struct Announced {
 
 #[derive(Debug, Default)]
 pub(crate) struct Announcements {
-    by_id: HashMap<MessageId, Announced>,
+    by_id: Map<MessageId, Announced>,
     deadlines: BTreeSet<(Instant, MessageId)>,
-    per_peer: HashMap<PeerId, usize>,
+    per_peer: Map<PeerId, usize>,
 }
 
 impl Announcements {

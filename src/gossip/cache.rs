@@ -1,6 +1,7 @@
 //! Bounded caches: ids seen (by size and age), and recent messages for IWANT.
 
-use std::collections::{HashMap, VecDeque};
+use crate::collections::Map;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::gossip::message::MessageId;
@@ -10,7 +11,7 @@ use crate::wire;
 /// Ids seen recently: bounded in count and in time.
 #[derive(Debug)]
 pub struct SeenCache {
-    set: HashMap<MessageId, Instant>,
+    set: Map<MessageId, Instant>,
     order: VecDeque<(Instant, MessageId)>,
     ttl: Duration,
     max: usize,
@@ -20,7 +21,7 @@ impl SeenCache {
     /// A cache keeping ids for `ttl`, at most `max` of them.
     pub fn new(ttl: Duration, max: usize) -> Self {
         SeenCache {
-            set: HashMap::new(),
+            set: Map::default(),
             order: VecDeque::new(),
             ttl,
             max: max.max(1),
@@ -76,7 +77,7 @@ impl SeenCache {
 #[derive(Debug)]
 pub struct MessageCache {
     /// Each message with how often each peer got it through IWANT.
-    msgs: HashMap<MessageId, (wire::GossipMessage, Vec<(PeerId, u32)>)>,
+    msgs: Map<MessageId, (wire::GossipMessage, Vec<(PeerId, u32)>)>,
     windows: VecDeque<Vec<(MessageId, String)>>,
     history: usize,
     gossip: usize,
@@ -90,7 +91,7 @@ impl MessageCache {
         let mut windows = VecDeque::new();
         windows.push_back(Vec::new());
         MessageCache {
-            msgs: HashMap::new(),
+            msgs: Map::default(),
             windows,
             history: history.max(1),
             gossip: gossip.max(1),

@@ -46,6 +46,9 @@ pub struct GossipConfig {
     pub idontwant_min_size: usize,
     /// Send IDONTWANT at all (on receipt and at the first fragment).
     pub idontwant: bool,
+    /// Send IDONTWANT already at a large message's first fragment (`false`: only
+    /// once it is complete, as GossipSub v1.2 does).
+    pub idontwant_first_fragment: bool,
     /// Heartbeats between opportunistic grafting rounds.
     pub opportunistic_graft_every: u64,
     /// Below this median mesh score, graft up to two better-scoring peers.
@@ -108,6 +111,7 @@ impl Default for GossipConfig {
             prune_peers: 8,
             idontwant_min_size: 1024,
             idontwant: true,
+            idontwant_first_fragment: true,
             opportunistic_graft_every: 60,
             opportunistic_graft_threshold: 1.0,
             mesh_deficit_min_messages: 10,

@@ -2,6 +2,7 @@
 //! first fragment with its deadline.
 
 use super::*;
+use crate::collections::Map;
 
 impl Router {
     // ------------------------------------------------------------ receiving
@@ -12,7 +13,7 @@ impl Router {
     /// for a bounded number of messages at a time and until a deadline: a message
     /// that does not complete by then is fetched elsewhere and costs the announcer.
     pub fn handle_first_fragment(&mut self, from: PeerId, prefix: &[u8], now: Instant) {
-        if !self.config.idontwant {
+        if !self.config.idontwant || !self.config.idontwant_first_fragment {
             return;
         }
         let Some((id, topic)) = message::peek_first(prefix) else {
@@ -130,7 +131,7 @@ impl Router {
             .map(|(id, (p, _))| (*id, *p))
             .collect();
         let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
-        let mut per_peer: HashMap<PeerId, Vec<Vec<u8>>> = HashMap::new();
+        let mut per_peer: Map<PeerId, Vec<Vec<u8>>> = Map::default();
         for (id, peer) in due {
             self.iwant_due.remove(&id);
             let known = self.seen.contains(&id) || self.incoming.contains(&id);

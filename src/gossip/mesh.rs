@@ -2,6 +2,7 @@
 //! opportunistic grafting, promises and score decay.
 
 use super::*;
+use crate::collections::Map;
 
 impl Router {
     // ------------------------------------------------------------ heartbeat
@@ -42,7 +43,7 @@ impl Router {
             }
         }
         // Scores: decay, colocation.
-        let mut per_subnet: HashMap<[u8; 6], usize> = HashMap::new();
+        let mut per_subnet: Map<[u8; 6], usize> = Map::default();
         for p in self.peers.values() {
             *per_subnet.entry(p.subnet).or_default() += 1;
         }
@@ -79,7 +80,7 @@ impl Router {
 
     pub(super) fn maintain_mesh(&mut self, topic: &str, now: Instant) {
         let (d, d_lo, d_hi) = (self.config.d, self.config.d_lo, self.config.d_hi);
-        let scores: HashMap<PeerId, f64> = self.peers.keys().map(|p| (*p, self.score(p))).collect();
+        let scores: Map<PeerId, f64> = self.peers.keys().map(|p| (*p, self.score(p))).collect();
         let Some(t) = self.topics.get_mut(topic) else {
             return;
         };

@@ -21,7 +21,8 @@ mod receive;
 pub mod rpc;
 pub mod score;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::collections::{Map, Set};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,17 +151,17 @@ struct Link {
 #[derive(Debug, Default)]
 struct Topic {
     subscribed: bool,
-    mesh: HashMap<PeerId, Link>,
-    backoff: HashMap<PeerId, Instant>,
+    mesh: Map<PeerId, Link>,
+    backoff: Map<PeerId, Instant>,
     metrics: TopicMetrics,
 }
 
 #[derive(Debug)]
 struct Peer {
-    topics: HashSet<String>,
+    topics: Set<String>,
     score: PeerScore,
     subnet: [u8; 6],
-    dontwant: HashSet<MessageId>,
+    dontwant: Set<MessageId>,
     dontwant_order: VecDeque<MessageId>,
     ihaves: usize,
     /// Signature checks this peer may still cause.
@@ -173,17 +174,17 @@ pub struct Router {
     weights: ScoreWeights,
     key: Option<Arc<Keypair>>,
     validator: Option<Validator>,
-    topics: HashMap<String, Topic>,
-    peers: HashMap<PeerId, Peer>,
+    topics: Map<String, Topic>,
+    peers: Map<PeerId, Peer>,
     seen: SeenCache,
     mcache: MessageCache,
     /// Ids we asked for with IWANT: from whom, and by when.
-    promises: HashMap<MessageId, (PeerId, Instant)>,
+    promises: Map<MessageId, (PeerId, Instant)>,
     /// Ids announced by the first fragment of a message still arriving.
     incoming: Announcements,
     /// IWANTs waiting for their delay: id -> (peer, send at).
-    iwant_due: HashMap<MessageId, (PeerId, Instant)>,
-    pending: HashMap<PeerId, wire::GossipRpc>,
+    iwant_due: Map<MessageId, (PeerId, Instant)>,
+    pending: Map<PeerId, wire::GossipRpc>,
     outputs: VecDeque<GossipOutput>,
     px: Vec<PeerRecord>,
     rng: Rng,
@@ -219,11 +220,11 @@ impl Router {
             weights: ScoreWeights::default(),
             key,
             validator,
-            topics: HashMap::new(),
-            peers: HashMap::new(),
-            promises: HashMap::new(),
-            iwant_due: HashMap::new(),
-            pending: HashMap::new(),
+            topics: Map::default(),
+            peers: Map::default(),
+            promises: Map::default(),
+            iwant_due: Map::default(),
+            pending: Map::default(),
             outputs: VecDeque::new(),
             px: Vec::new(),
             rng,
@@ -237,10 +238,10 @@ impl Router {
     /// A peer connected (from `ip`): tell it our subscriptions.
     pub fn add_peer(&mut self, peer: PeerId, ip: IpAddr, now: Instant) {
         self.peers.entry(peer).or_insert_with(|| Peer {
-            topics: HashSet::new(),
+            topics: Set::default(),
             score: PeerScore::default(),
             subnet: subnet(ip),
-            dontwant: HashSet::new(),
+            dontwant: Set::default(),
             dontwant_order: VecDeque::new(),
             ihaves: 0,
             verify_budget: TokenBucket::new(

@@ -1,6 +1,6 @@
 //! The router over a simulated network of in-memory nodes.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use super::*;
 

@@ -56,7 +56,7 @@ impl Lookup {
             paths: paths.max(1),
             local,
             candidates: BTreeMap::new(),
-            providers: HashMap::new(),
+            providers: std::collections::HashMap::new(),
         };
         for (i, r) in seeds.into_iter().enumerate() {
             let path = i % lookup.paths;

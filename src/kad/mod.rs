@@ -11,7 +11,8 @@ mod rpc;
 mod shape;
 pub mod table;
 
-use std::collections::{HashMap, VecDeque};
+use crate::collections::Map;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -169,15 +170,15 @@ pub struct Kademlia {
     local: PeerId,
     record: PeerRecord,
     table: RoutingTable,
-    lookups: HashMap<LookupId, RunningLookup>,
-    pending: HashMap<u64, Pending>,
+    lookups: Map<LookupId, RunningLookup>,
+    pending: Map<u64, Pending>,
     /// The pending requests' deadlines, in order: the next one without a scan.
     deadlines: std::collections::BTreeSet<(Instant, u64)>,
     providers: ProviderStore,
-    provided: HashMap<Key, Instant>,
+    provided: Map<Key, Instant>,
     rates: RateTable<PeerId>,
     /// Records already verified, by signature: each is checked once, not per copy.
-    verified: HashMap<Vec<u8>, PeerRecord>,
+    verified: Map<Vec<u8>, PeerRecord>,
     outputs: VecDeque<KadOutput>,
     results: VecDeque<LookupResult>,
     rng: Rng,
@@ -208,12 +209,12 @@ impl Kademlia {
             ),
             next_refresh: now + config.refresh_every,
             config,
-            lookups: HashMap::new(),
-            pending: HashMap::new(),
+            lookups: Map::default(),
+            pending: Map::default(),
             deadlines: std::collections::BTreeSet::new(),
-            provided: HashMap::new(),
+            provided: Map::default(),
             rates,
-            verified: HashMap::new(),
+            verified: Map::default(),
             outputs: VecDeque::new(),
             results: VecDeque::new(),
             rng,

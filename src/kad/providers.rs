@@ -1,7 +1,7 @@
 //! Provider records: who offers a key (a service, a partition), with a TTL and
 //! bounded storage per key and in total.
 
-use std::collections::HashMap;
+use crate::collections::Map;
 use std::time::{Duration, Instant};
 
 use crate::identity::PeerId;
@@ -11,13 +11,13 @@ use crate::kad::record::PeerRecord;
 /// A bounded store of provider records.
 #[derive(Debug, Clone)]
 pub struct ProviderStore {
-    by_key: HashMap<Key, Vec<(PeerRecord, Instant)>>,
+    by_key: Map<Key, Vec<(PeerRecord, Instant)>>,
     per_key: usize,
     total_max: usize,
     total: usize,
     /// Keys each provider is stored for (first come, first served no longer lets
     /// one peer take the whole store).
-    per_peer: HashMap<PeerId, usize>,
+    per_peer: Map<PeerId, usize>,
     per_peer_max: usize,
 }
 
@@ -26,11 +26,11 @@ impl ProviderStore {
     /// `per_peer` keys for any one provider.
     pub fn new(per_key: usize, total: usize, per_peer: usize) -> Self {
         ProviderStore {
-            by_key: HashMap::new(),
+            by_key: Map::default(),
             per_key,
             total_max: total,
             total: 0,
-            per_peer: HashMap::new(),
+            per_peer: Map::default(),
             per_peer_max: per_peer,
         }
     }

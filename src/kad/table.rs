@@ -1,7 +1,7 @@
 //! The routing table: 256 k-buckets of verified peer records, each with a replacement
 //! cache, ping-before-evict, and IP-diversity limits against eclipse attacks.
 
-use std::collections::HashMap;
+use crate::collections::Map;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -95,7 +95,7 @@ pub struct RoutingTable {
     local: Key,
     config: TableConfig,
     buckets: Vec<Bucket>,
-    subnets: HashMap<[u8; 6], usize>,
+    subnets: Map<[u8; 6], usize>,
     len: usize,
 }
 
@@ -106,7 +106,7 @@ impl RoutingTable {
             local: key_of(&local),
             config,
             buckets: vec![Bucket::default(); 256],
-            subnets: HashMap::new(),
+            subnets: Map::default(),
             len: 0,
         }
     }
