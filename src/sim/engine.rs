@@ -1,0 +1,736 @@
+//! The event loop of the simulator: one heap of events in virtual time, nodes
+//! that handle their inputs one at a time, links that serialize and delay bytes.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::rand::SystemRandom;
+
+use crate::collections::Map;
+use crate::config::{NodeConfig, PersistentPeer};
+use crate::gossip::MessageId;
+use crate::identity::{Keypair, PeerId};
+use crate::node::command::{Command, Reply};
+use crate::node::core::{ConnId, IoOutcome, NodeCore, Output, Work};
+use crate::node::Event;
+use crate::node::{complete_config, handshake_config};
+use crate::rng::Rng;
+
+use super::link::{EndIo, Link, SEGMENT};
+use super::model::{serialization, CostModel, LinkModel, Placement};
+use super::trace::Trace;
+
+/// Bytes read from one connection per input before others get a turn.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// A message handed to a node's application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// When, in virtual time since the start.
+    pub at: Duration,
+    /// Which node.
+    pub node: usize,
+    /// The message.
+    pub id: MessageId,
+    /// Hops from its origin.
+    pub hops: u32,
+}
+
+pub(crate) enum Ev {
+    Start(usize),
+    NodeTimer(usize),
+    ConnTimer(usize, ConnId),
+    /// Service a connection: read what arrived, write what waits.
+    Io(usize, ConnId),
+    /// The dialer's SYN reaches the acceptor.
+    Accept(usize),
+    /// The acceptor's answer reaches the dialer.
+    Connected(usize),
+    /// Refused: the dialer hears of it.
+    Refused(usize),
+    /// A segment reaches the receiver's downlink (`eof`: the sender's FIN).
+    Arrive {
+        link: usize,
+        dir: usize,
+        data: Vec<u8>,
+        eof: bool,
+    },
+    /// A segment is through the downlink: into the receiver's inbox.
+    Land {
+        link: usize,
+        dir: usize,
+        data: Vec<u8>,
+        eof: bool,
+    },
+    Command(usize, Command),
+}
+
+impl Ev {
+    /// The node whose CPU handles it, if any (network events take no CPU).
+    fn node(&self, links: &[Option<Link>]) -> Option<usize> {
+        match self {
+            Ev::Start(n) | Ev::NodeTimer(n) | Ev::ConnTimer(n, _) | Ev::Io(n, _) => Some(*n),
+            Ev::Command(n, _) => Some(*n),
+            Ev::Accept(l) => links.get(*l)?.as_ref().map(|l| l.ends[1].0),
+            Ev::Connected(l) | Ev::Refused(l) => links.get(*l)?.as_ref().map(|l| l.ends[0].0),
+            Ev::Arrive { .. } | Ev::Land { .. } => None,
+        }
+    }
+}
+
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        // A min-heap on (time, order of scheduling).
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+pub(crate) struct SimNode {
+    pub(crate) core: NodeCore,
+    pub(crate) id: PeerId,
+    pub(crate) key: Arc<Keypair>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) place: Placement,
+    pub(crate) alive: bool,
+    pub(crate) group: u8,
+    uplink_free: u64,
+    downlink_free: u64,
+    busy_until: u64,
+    timer: Option<Instant>,
+    conn_timers: Map<ConnId, Instant>,
+    /// Connection id → link index.
+    pub(crate) conns: Map<ConnId, usize>,
+    io_pending: crate::collections::Set<ConnId>,
+    work: Work,
+    /// Announced peers (node indices): the overlay as this node sees it.
+    pub(crate) overlay: crate::collections::Set<usize>,
+    pub(crate) bytes_written: u64,
+    pub(crate) replies: Vec<Reply>,
+    seqno: u64,
+}
+
+/// What a step wrote and asked for, released when its CPU time is over.
+#[derive(Default)]
+struct StepEffects {
+    writes: Vec<(ConnId, Vec<u8>)>,
+    finished: Vec<ConnId>,
+    dials: Vec<(ConnId, SocketAddr)>,
+    read: usize,
+    events: Vec<Event>,
+    touched: Vec<ConnId>,
+}
+
+/// The simulator: see the module docs.
+pub struct Engine {
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) links: Vec<Option<Link>>,
+    free_links: Vec<usize>,
+    by_addr: Map<SocketAddr, usize>,
+    pub(crate) by_id: Map<PeerId, usize>,
+    heap: BinaryHeap<Queued>,
+    seq: u64,
+    pub(crate) now: u64,
+    base: Instant,
+    pub(crate) rng: Rng,
+    pub(crate) model: LinkModel,
+    pub(crate) cost: CostModel,
+    /// Latency multiplier per region (a slow region).
+    pub(crate) region_factor: [f64; 9],
+    pub(crate) partitioned: bool,
+    pub(crate) deliveries: Vec<Delivery>,
+    pub(crate) trace: Trace,
+    secure_rng: SystemRandom,
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+impl Engine {
+    pub(crate) fn new(seed: u64, model: LinkModel, cost: CostModel) -> Self {
+        Engine {
+            nodes: Vec::new(),
+            links: Vec::new(),
+            free_links: Vec::new(),
+            by_addr: Map::default(),
+            by_id: Map::default(),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            now: 0,
+            base: Instant::now(),
+            rng: Rng::new(seed),
+            model,
+            cost,
+            region_factor: [1.0; 9],
+            partitioned: false,
+            deliveries: Vec::new(),
+            trace: Trace::default(),
+            secure_rng: SystemRandom::new(),
+        }
+    }
+
+    pub(crate) fn instant(&self, t: u64) -> Instant {
+        self.base + Duration::from_nanos(t)
+    }
+
+    pub(crate) fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    /// Adds a node at `addr` that starts at `start` (virtual), with `config`'s
+    /// settings (its listen address, seed and bootstrap peers are filled in here).
+    pub(crate) fn add_node(
+        &mut self,
+        mut config: NodeConfig,
+        addr: SocketAddr,
+        bootstrap: &[usize],
+        start: Duration,
+    ) -> usize {
+        let index = self.nodes.len();
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        seed[8..16].copy_from_slice(&(index as u64).to_le_bytes());
+        let key = Arc::new(Keypair::from_seed(seed));
+        config.listen = vec![addr];
+        config.seed = self.rng.next_u64();
+        config.bootstrap = bootstrap
+            .iter()
+            .map(|&b| PersistentPeer {
+                addr: self.nodes[b].addr,
+                id: Some(self.nodes[b].id),
+            })
+            .collect();
+        complete_config(&mut config);
+        let handshake = match handshake_config(&config, &[addr]) {
+            Ok(h) => h,
+            Err(e) => panic!("simulated node settings are invalid: {e}"),
+        };
+        let place = self.model.place(&mut self.rng);
+        let t = self.now.max(nanos(start));
+        let core = NodeCore::new(
+            Arc::new(config),
+            Arc::new(handshake),
+            key.clone(),
+            None,
+            self.secure_rng.clone(),
+            self.instant(t),
+            1_700_000_000 + t / 1_000_000_000,
+        );
+        let id = key.peer_id();
+        self.nodes.push(SimNode {
+            core,
+            id,
+            key,
+            addr,
+            place,
+            alive: true,
+            group: 0,
+            uplink_free: 0,
+            downlink_free: 0,
+            busy_until: 0,
+            timer: None,
+            conn_timers: Map::default(),
+            conns: Map::default(),
+            io_pending: Default::default(),
+            work: Work::default(),
+            overlay: Default::default(),
+            bytes_written: 0,
+            replies: Vec::new(),
+            seqno: 1,
+        });
+        self.by_addr.insert(addr, index);
+        self.by_id.insert(id, index);
+        self.schedule(t, Ev::Start(index));
+        index
+    }
+
+    /// The next publish sequence number of `node`.
+    pub(crate) fn next_seqno(&mut self, node: usize) -> u64 {
+        let n = &mut self.nodes[node];
+        n.seqno += 1;
+        n.seqno
+    }
+
+    /// Runs events until virtual time `until` (or the heap runs dry).
+    pub(crate) fn run_until(&mut self, until: u64) {
+        while let Some(top) = self.heap.peek() {
+            if top.at > until {
+                break;
+            }
+            let Some(q) = self.heap.pop() else { break };
+            self.now = q.at;
+            if let Some(n) = q.ev.node(&self.links) {
+                if !self.nodes[n].alive {
+                    continue;
+                }
+                // A node handles one input at a time: later ones wait for its CPU.
+                if self.nodes[n].busy_until > q.at {
+                    let at = self.nodes[n].busy_until;
+                    self.schedule(at, q.ev);
+                    continue;
+                }
+            }
+            self.dispatch(q.ev);
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        let now = self.instant(self.now);
+        match ev {
+            Ev::Start(n) => self.step(n, |core, _| core.start(now)),
+            Ev::NodeTimer(n) => {
+                if self.nodes[n].timer.is_some_and(|t| t <= now) {
+                    self.nodes[n].timer = None;
+                    self.step(n, |core, _| core.handle_timeout(now));
+                }
+            }
+            Ev::ConnTimer(n, c) => {
+                if self.nodes[n].conn_timers.get(&c).is_some_and(|t| *t <= now) {
+                    self.nodes[n].conn_timers.remove(&c);
+                    self.step(n, |core, fx| {
+                        if core.handle_conn_timeout(c, now) {
+                            fx.finished.push(c);
+                        } else {
+                            fx.touched.push(c);
+                        }
+                    });
+                }
+            }
+            Ev::Io(n, c) => {
+                self.nodes[n].io_pending.remove(&c);
+                self.step(n, |_, fx| fx.touched.push(c));
+            }
+            Ev::Command(n, cmd) => self.step(n, |core, _| core.handle_command(cmd, now)),
+            Ev::Accept(l) => self.accept(l),
+            Ev::Connected(l) => {
+                let Some(link) = self.links[l].as_ref() else {
+                    return;
+                };
+                let (n, Some(c)) = link.ends[0] else { return };
+                self.step(n, |core, fx| {
+                    core.handle_connected(c);
+                    fx.touched.push(c);
+                });
+            }
+            Ev::Refused(l) => {
+                let Some(link) = self.links[l].take() else {
+                    return;
+                };
+                self.free_links.push(l);
+                let (n, Some(c)) = link.ends[0] else { return };
+                self.nodes[n].conns.remove(&c);
+                self.step(n, |core, _| {
+                    core.handle_dial_failed(c, std::io::ErrorKind::ConnectionRefused, now)
+                });
+            }
+            Ev::Arrive {
+                link,
+                dir,
+                data,
+                eof,
+            } => self.arrive(link, dir, data, eof),
+            Ev::Land {
+                link,
+                dir,
+                data,
+                eof,
+            } => self.land(link, dir, data, eof),
+        }
+    }
+
+    /// Runs `input` on node `n` and everything it sets off, charges its CPU time,
+    /// and releases what it wrote and asked for when that time is over.
+    fn step(&mut self, n: usize, input: impl FnOnce(&mut NodeCore, &mut StepEffects)) {
+        let now = self.instant(self.now);
+        let mut fx = StepEffects::default();
+        input(&mut self.nodes[n].core, &mut fx);
+        let mut written = 0;
+        let mut rounds = 0;
+        loop {
+            let touched = std::mem::take(&mut fx.touched);
+            for c in touched {
+                written += self.service(n, c, now, &mut fx);
+            }
+            let mut released = Vec::new();
+            while let Some(out) = self.nodes[n].core.poll_output() {
+                match out {
+                    Output::Dial { conn, addr, .. } => fx.dials.push((conn, addr)),
+                    Output::Wake(c) => fx.touched.push(c),
+                    Output::Event { event, release } => {
+                        // The application takes every event at once.
+                        released.extend(release);
+                        fx.events.push(event);
+                    }
+                    Output::Reply { reply, .. } => self.nodes[n].replies.push(reply),
+                    Output::PeerUp { peer, .. } => {
+                        if let Some(&p) = self.by_id.get(&peer) {
+                            self.nodes[n].overlay.insert(p);
+                        }
+                    }
+                    Output::PeerDown { peer, .. } => {
+                        if let Some(p) = self.by_id.get(&peer) {
+                            self.nodes[n].overlay.remove(p);
+                        }
+                    }
+                    Output::Dequeued { .. } => {}
+                }
+            }
+            for r in released {
+                self.nodes[n].core.handle_released(r);
+            }
+            rounds += 1;
+            if fx.touched.is_empty() || rounds > 1000 {
+                break;
+            }
+        }
+        let node = &mut self.nodes[n];
+        let work = node.core.poll_work();
+        let cost = self.cost.charge(
+            fx.read + written,
+            work.signature_checks - node.work.signature_checks,
+            work.handshakes - node.work.handshakes,
+        );
+        node.work = work;
+        let done = self.now + nanos(cost);
+        node.busy_until = done;
+        node.bytes_written += written as u64;
+        self.release(n, done, fx);
+    }
+
+    /// Reads and writes connection `c` of node `n`; returns the bytes written.
+    fn service(&mut self, n: usize, c: ConnId, now: Instant, fx: &mut StepEffects) -> usize {
+        let node = &mut self.nodes[n];
+        let Some(&l) = node.conns.get(&c) else {
+            // Not (or no longer) a connection with a link: a dial not yet out, or
+            // one whose entry is gone.
+            return 0;
+        };
+        let Some(link) = self.links[l].as_mut() else {
+            return 0;
+        };
+        let end = link.end_of(n, c);
+        let [s0, s1] = &mut link.streams;
+        let (incoming, outgoing) = if end == 0 { (s1, s0) } else { (s0, s1) };
+        let mut written = Vec::new();
+        let mut io = EndIo {
+            incoming,
+            outgoing,
+            written: &mut written,
+            read: 0,
+        };
+        let outcome: IoOutcome = node.core.handle_io(c, &mut io, READ_BUDGET, now);
+        let read = io.read;
+        fx.read += read;
+        if outcome.more_input && node.io_pending.insert(c) {
+            let at = self.now;
+            self.schedule(at, Ev::Io(n, c));
+        }
+        // Room opened for a sender that waited: it hears after a one-way trip.
+        let link = self.links[l].as_mut().expect("link exists");
+        let other = link.ends[1 - end];
+        let back = link.latency;
+        let incoming = &mut link.streams[1 - end];
+        if read > 0 && incoming.sender_blocked {
+            incoming.sender_blocked = false;
+            if let (o, Some(oc)) = other {
+                let at = self.now + nanos(back);
+                self.schedule(at, Ev::Io(o, oc));
+            }
+        }
+        let len = written.len();
+        if len > 0 {
+            fx.writes.push((c, written));
+        }
+        if outcome.finished {
+            fx.finished.push(c);
+        }
+        len
+    }
+
+    /// What a step produced takes effect at `at`, when its CPU time is over.
+    fn release(&mut self, n: usize, at: u64, fx: StepEffects) {
+        for event in fx.events {
+            self.record(n, at, event);
+        }
+        for (c, bytes) in fx.writes {
+            if let Some(&l) = self.nodes[n].conns.get(&c) {
+                self.transmit(n, c, l, bytes, false, at);
+            }
+        }
+        for c in fx.finished {
+            self.nodes[n].conn_timers.remove(&c);
+            if let Some(l) = self.nodes[n].conns.remove(&c) {
+                self.close_end(n, c, l, at);
+            }
+        }
+        for (c, addr) in fx.dials {
+            self.dial(n, c, addr, at);
+        }
+        // Re-arm the node's timers.
+        let node = &mut self.nodes[n];
+        let next = node.core.poll_timeout();
+        if next.is_some() && next != node.timer {
+            node.timer = next;
+            if let Some(t) = next {
+                let t = self.nanos_of(t).max(at);
+                self.schedule(t, Ev::NodeTimer(n));
+            }
+        }
+        let conns: Vec<ConnId> = self.nodes[n].conns.keys().copied().collect();
+        for c in conns {
+            let node = &mut self.nodes[n];
+            let next = node.core.poll_conn_timeout(c);
+            if next.is_some() && next != node.conn_timers.get(&c).copied() {
+                if let Some(t) = next {
+                    node.conn_timers.insert(c, t);
+                    let t = self.nanos_of(t).max(at);
+                    self.schedule(t, Ev::ConnTimer(n, c));
+                }
+            }
+        }
+    }
+
+    fn nanos_of(&self, t: Instant) -> u64 {
+        nanos(t.saturating_duration_since(self.base))
+    }
+
+    fn record(&mut self, n: usize, at: u64, event: Event) {
+        self.trace.add(at, n, &event);
+        if let Event::Gossip(g) = event {
+            self.deliveries.push(Delivery {
+                at: Duration::from_nanos(at),
+                node: n,
+                id: g.id,
+                hops: g.hops,
+            });
+        }
+    }
+
+    // ------------------------------------------------------------ connections
+
+    fn dial(&mut self, n: usize, c: ConnId, addr: SocketAddr, at: u64) {
+        let Some(&target) = self.by_addr.get(&addr) else {
+            return; // nobody there: the dial times out
+        };
+        let (from, to) = (self.nodes[n].place.region, self.nodes[target].place.region);
+        let factor = self.region_factor[from].max(self.region_factor[to]);
+        let latency = self
+            .model
+            .connection_latency(from, to, &mut self.rng)
+            .mul_f64(factor);
+        let l = match self.free_links.pop() {
+            Some(l) => l,
+            None => {
+                self.links.push(None);
+                self.links.len() - 1
+            }
+        };
+        self.links[l] = Some(Link::new((n, c), target, latency));
+        self.nodes[n].conns.insert(c, l);
+        if self.reachable(n, target) {
+            self.schedule(at + nanos(latency), Ev::Accept(l));
+        }
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        self.nodes[b].alive && (!self.partitioned || self.nodes[a].group == self.nodes[b].group)
+    }
+
+    fn accept(&mut self, l: usize) {
+        let Some(link) = self.links[l].as_ref() else {
+            return;
+        };
+        let ((dialer, _), (n, _)) = (link.ends[0], link.ends[1]);
+        if link.closed[0] {
+            return;
+        }
+        let latency = link.latency;
+        // The acceptor sees the dialer's address with an ephemeral port.
+        let ip = self.nodes[dialer].addr.ip();
+        let seen = SocketAddr::new(ip, 40_000 + (l % 20_000) as u16);
+        let now = self.instant(self.now);
+        let mut accepted = None;
+        self.step(n, |core, fx| {
+            accepted = core.handle_accepted(seen, now);
+            fx.touched.extend(accepted);
+        });
+        let at = self.now + nanos(latency);
+        match accepted {
+            Some(c) => {
+                if let Some(link) = self.links[l].as_mut() {
+                    link.ends[1].1 = Some(c);
+                }
+                self.nodes[n].conns.insert(c, l);
+                if self.reachable(n, dialer) {
+                    self.schedule(at, Ev::Connected(l));
+                }
+            }
+            None => self.schedule(at, Ev::Refused(l)),
+        }
+    }
+
+    /// Puts `bytes` from node `n` on link `l` at `at`: through `n`'s uplink (FIFO
+    /// over all its connections), then the link's latency.
+    fn transmit(&mut self, n: usize, c: ConnId, l: usize, bytes: Vec<u8>, eof: bool, at: u64) {
+        let Some(link) = self.links[l].as_ref() else {
+            return;
+        };
+        let dir = link.end_of(n, c);
+        let latency = nanos(link.latency);
+        let up = self.nodes[n].place.up;
+        let mut segments: Vec<Vec<u8>> = if bytes.len() <= SEGMENT {
+            vec![bytes]
+        } else {
+            bytes.chunks(SEGMENT).map(<[u8]>::to_vec).collect()
+        };
+        let last = segments.len() - 1;
+        for (i, data) in segments.drain(..).enumerate() {
+            let node = &mut self.nodes[n];
+            let start = node.uplink_free.max(at);
+            let end = start + nanos(serialization(data.len(), up));
+            node.uplink_free = end;
+            self.schedule(
+                end + latency,
+                Ev::Arrive {
+                    link: l,
+                    dir,
+                    data,
+                    eof: eof && i == last,
+                },
+            );
+        }
+    }
+
+    fn arrive(&mut self, l: usize, dir: usize, data: Vec<u8>, eof: bool) {
+        let Some(link) = self.links[l].as_ref() else {
+            return;
+        };
+        let (from, to) = (link.ends[dir].0, link.ends[1 - dir].0);
+        if self.partitioned && self.nodes[from].group != self.nodes[to].group {
+            // Lost in the partition; TCP would retransmit it: it arrives after healing.
+            let at = self.now + 1_000_000_000;
+            self.schedule(
+                at,
+                Ev::Arrive {
+                    link: l,
+                    dir,
+                    data,
+                    eof,
+                },
+            );
+            return;
+        }
+        let node = &mut self.nodes[to];
+        let start = node.downlink_free.max(self.now);
+        let end = start + nanos(serialization(data.len(), node.place.down));
+        node.downlink_free = end;
+        self.schedule(
+            end,
+            Ev::Land {
+                link: l,
+                dir,
+                data,
+                eof,
+            },
+        );
+    }
+
+    fn land(&mut self, l: usize, dir: usize, data: Vec<u8>, eof: bool) {
+        let Some(link) = self.links[l].as_mut() else {
+            return;
+        };
+        let stream = &mut link.streams[dir];
+        stream.in_flight = stream.in_flight.saturating_sub(data.len());
+        if stream.receiver_gone {
+            return;
+        }
+        stream.inbox.extend(data);
+        stream.eof |= eof;
+        let (to, conn) = link.ends[1 - dir];
+        let Some(conn) = conn else { return };
+        if self.nodes[to].io_pending.insert(conn) {
+            let at = self.now;
+            self.schedule(at, Ev::Io(to, conn));
+        }
+    }
+
+    /// Node `n` is done with its end of link `l`: the other side reads to the end.
+    fn close_end(&mut self, n: usize, c: ConnId, l: usize, at: u64) {
+        let Some(link) = self.links[l].as_mut() else {
+            return;
+        };
+        let end = link.end_of(n, c);
+        link.closed[end] = true;
+        link.streams[1 - end].receiver_gone = true;
+        link.streams[1 - end].inbox.clear();
+        if link.closed == [true, true] || link.ends[1].1.is_none() {
+            if link.closed == [true, true] {
+                self.links[l] = None;
+                self.free_links.push(l);
+            }
+            return;
+        }
+        self.transmit(n, c, l, Vec::new(), true, at);
+    }
+
+    /// Node `n` stops at once (a crash or an exit): its peers see its connections end.
+    pub(crate) fn kill(&mut self, n: usize) {
+        let at = self.now;
+        self.nodes[n].alive = false;
+        let mut conns: Vec<(ConnId, usize)> = self.nodes[n].conns.drain().collect();
+        conns.sort_unstable();
+        for (c, l) in conns {
+            self.close_end(n, c, l, at);
+        }
+        self.by_addr.remove(&self.nodes[n].addr);
+    }
+
+    /// Asks node `n` for something, without charging it CPU (the simulation looks).
+    pub(crate) fn ask(&mut self, n: usize, cmd: impl FnOnce(u64) -> Command) -> Option<Reply> {
+        let now = self.instant(self.now);
+        let node = &mut self.nodes[n];
+        node.core.handle_command(cmd(1), now);
+        // Replies come out at once; anything else stays queued for its next step.
+        let mut reply = None;
+        let mut others = Vec::new();
+        while let Some(out) = node.core.poll_output() {
+            match out {
+                Output::Reply { reply: r, .. } => reply = Some(r),
+                other => others.push(other),
+            }
+        }
+        debug_assert!(others.is_empty(), "a query changed a node");
+        reply
+    }
+
+    pub(crate) fn ipv4(index: usize) -> Ipv4Addr {
+        // Each node in a /24 of its own.
+        Ipv4Addr::new(10 + (index >> 16) as u8, (index >> 8) as u8, index as u8, 1)
+    }
+}

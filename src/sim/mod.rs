@@ -1,0 +1,282 @@
+//! A deterministic discrete-event simulator of whole nodes.
+//!
+//! Every simulated node is a real [`NodeCore`](crate::node) — the handshake,
+//! sealed frames, mux, Kademlia, gossip and signatures the mio driver runs —
+//! driven through the same `handle_*` / `poll_*` calls, in virtual time:
+//!
+//! - **Links** are TCP-like byte streams: in order, with a fixed one-way latency
+//!   per connection (region pair, plus up to 10% jitter drawn at setup) and a
+//!   window that blocks a sender whose bytes are not read.
+//! - **Bandwidth**: a node's uplink serializes what it writes, **FIFO over all its
+//!   connections** in the order written (a 1 MiB block to 8 peers occupies a
+//!   50 Mbit/s uplink for 8 × 168 ms); its downlink serializes what it receives.
+//! - **Processing**: a node handles one input at a time and is charged modeled CPU
+//!   time ([`CostModel`]); inputs that arrive while it is busy wait, and what it
+//!   writes leaves when its work is done.
+//! - **Faults**: nodes killed (their peers see their connections end), nodes
+//!   added at any time, partitions (segments across are held and retransmitted
+//!   after the heal; dials across get no answer), slow regions.
+//!
+//! One seeded generator draws placements, keys, latencies and every node's protocol
+//! randomness; maps iterate in a fixed order; so one seed gives one trace
+//! ([`Simulation::trace`]). Only handshake key material comes from `ring`'s
+//! `SystemRandom` (its `SecureRandom` is sealed, so it cannot be replaced): it
+//! changes ciphertext bytes, never their sizes or any decision.
+//!
+//! ```
+//! use std::time::Duration;
+//! use meshwire::sim::{CostModel, LinkModel, Simulation};
+//!
+//! let mut sim = Simulation::new(7, LinkModel::Regions, CostModel::default());
+//! let a = sim.add_seed_node(Duration::ZERO);
+//! let b = sim.add_node(Duration::from_millis(10));
+//! let c = sim.add_node(Duration::from_millis(20));
+//! for n in [a, b, c] {
+//!     sim.subscribe(n, "blocks");
+//! }
+//! sim.run_until(Duration::from_secs(5));
+//! sim.publish(b, "blocks", b"block 1".to_vec());
+//! sim.run_until(Duration::from_secs(7));
+//! assert_eq!(sim.deliveries().len(), 2, "a and c got it");
+//! ```
+
+mod bound;
+mod engine;
+mod link;
+pub mod model;
+mod s1;
+mod trace;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::NodeConfig;
+use crate::gossip::{message, GossipConfig, MessageId};
+use crate::identity::PeerId;
+use crate::kad::record::PeerRecord;
+use crate::node::command::{Command, Reply};
+
+pub use engine::Delivery;
+pub use model::{CostModel, LinkModel, Placement, REGIONS};
+pub use s1::{run_s1, RouterProfile, S1Options, S1Report};
+pub use trace::Trace;
+
+use engine::{Engine, Ev};
+
+/// Network id of every simulated node.
+const NETWORK: &str = "meshwire-sim";
+/// Port every simulated node listens on.
+const PORT: u16 = 4000;
+
+/// A simulated network; see the module docs.
+pub struct Simulation {
+    engine: Engine,
+    template: NodeConfig,
+    seeds: Vec<usize>,
+}
+
+impl std::fmt::Debug for Simulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulation")
+            .field("nodes", &self.engine.nodes.len())
+            .field("now", &self.now())
+            .finish()
+    }
+}
+
+impl Simulation {
+    /// An empty network; nodes get default settings.
+    pub fn new(seed: u64, model: LinkModel, cost: CostModel) -> Self {
+        Self::with_config(seed, model, cost, NodeConfig::new(NETWORK))
+    }
+
+    /// An empty network whose nodes get `template`'s settings (its listen address,
+    /// seed and bootstrap peers are each node's own).
+    pub fn with_config(seed: u64, model: LinkModel, cost: CostModel, template: NodeConfig) -> Self {
+        Simulation {
+            engine: Engine::new(seed, model, cost),
+            template,
+            seeds: Vec::new(),
+        }
+    }
+
+    /// The gossip settings nodes get.
+    pub fn gossip_config(&self) -> Option<&GossipConfig> {
+        self.template.gossip.as_ref()
+    }
+
+    /// Adds a seed node (the seeds before it are its bootstrap peers); the nodes
+    /// added later bootstrap from all seeds.
+    pub fn add_seed_node(&mut self, start: Duration) -> usize {
+        let addr = self.next_addr();
+        let seeds = self.seeds.clone();
+        let n = self
+            .engine
+            .add_node(self.template.clone(), addr, &seeds, start);
+        self.seeds.push(n);
+        n
+    }
+
+    /// Adds a node that starts at `start` and bootstraps from the seeds.
+    pub fn add_node(&mut self, start: Duration) -> usize {
+        let addr = self.next_addr();
+        self.add_node_at(addr, start)
+    }
+
+    /// Adds a node listening on `addr` (to place many in one subnet).
+    pub fn add_node_at(&mut self, addr: SocketAddr, start: Duration) -> usize {
+        let seeds = self.seeds.clone();
+        self.engine
+            .add_node(self.template.clone(), addr, &seeds, start)
+    }
+
+    fn next_addr(&self) -> SocketAddr {
+        SocketAddr::new(Engine::ipv4(self.engine.nodes.len()).into(), PORT)
+    }
+
+    /// Runs until virtual time `t` (since the start).
+    pub fn run_until(&mut self, t: Duration) {
+        self.engine.run_until(t.as_nanos() as u64);
+    }
+
+    /// Virtual time since the start.
+    pub fn now(&self) -> Duration {
+        Duration::from_nanos(self.engine.now)
+    }
+
+    /// Nodes added so far (alive or not).
+    pub fn len(&self) -> usize {
+        self.engine.nodes.len()
+    }
+
+    /// Whether no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.engine.nodes.is_empty()
+    }
+
+    /// Node `n`'s id.
+    pub fn peer_id(&self, n: usize) -> PeerId {
+        self.engine.nodes[n].id
+    }
+
+    /// Node `n`'s listen address.
+    pub fn addr(&self, n: usize) -> SocketAddr {
+        self.engine.nodes[n].addr
+    }
+
+    /// Where node `n` runs.
+    pub fn placement(&self, n: usize) -> Placement {
+        self.engine.nodes[n].place
+    }
+
+    /// Whether node `n` runs (was not killed).
+    pub fn is_alive(&self, n: usize) -> bool {
+        self.engine.nodes[n].alive
+    }
+
+    /// Node `n`'s application subscribes to `topic` (when `n` is next free).
+    pub fn subscribe(&mut self, n: usize, topic: &str) {
+        let at = self.engine.now;
+        self.engine
+            .schedule(at, Ev::Command(n, Command::Subscribe(topic.to_string())));
+    }
+
+    /// Node `n`'s application publishes `data` on `topic`, signed with its key.
+    pub fn publish(&mut self, n: usize, topic: &str, data: Vec<u8>) -> MessageId {
+        let seqno = self.engine.next_seqno(n);
+        let key = self.engine.nodes[n].key.clone();
+        let mut msg = message::build(Some(&key), topic, seqno, data);
+        msg.hops = 1;
+        let id = message::message_id(&msg);
+        let at = self.engine.now;
+        self.engine
+            .schedule(at, Ev::Command(n, Command::Publish(Box::new(msg))));
+        id
+    }
+
+    /// Node `n` stops at once; its peers see its connections end.
+    pub fn kill(&mut self, n: usize) {
+        self.engine.kill(n);
+    }
+
+    /// Splits the network: nodes in different groups cannot reach each other
+    /// until [`Simulation::heal`].
+    pub fn partition(&mut self, group: impl Fn(usize) -> u8) {
+        for (i, node) in self.engine.nodes.iter_mut().enumerate() {
+            node.group = group(i);
+        }
+        self.engine.partitioned = true;
+    }
+
+    /// Ends a partition.
+    pub fn heal(&mut self) {
+        self.engine.partitioned = false;
+    }
+
+    /// Connections set up from now on to or from `region` (an index into
+    /// [`REGIONS`]) have `factor` times the latency.
+    pub fn slow_region(&mut self, region: usize, factor: f64) {
+        if let Some(f) = self.engine.region_factor.get_mut(region) {
+            *f = factor;
+        }
+    }
+
+    /// Node `n`'s mesh peers of `topic` (looked at, not charged as work).
+    pub fn mesh(&mut self, n: usize, topic: &str) -> Vec<PeerId> {
+        match self
+            .engine
+            .ask(n, |r| Command::MeshPeers(topic.to_string(), r))
+        {
+            Some(Reply::MeshPeers(m)) => m,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Node `n`'s DHT table.
+    pub fn routing_table(&mut self, n: usize) -> Vec<PeerRecord> {
+        match self.engine.ask(n, Command::RoutingTable) {
+            Some(Reply::RoutingTable(t)) => t,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Duplicates node `n` received on `topic` so far (full copies beyond the first).
+    pub fn duplicates(&mut self, n: usize, topic: &str) -> u64 {
+        match self.engine.ask(n, Command::GossipMetrics) {
+            Some(Reply::GossipMetrics(m)) => m.get(topic).map_or(0, |t| t.duplicates),
+            _ => 0,
+        }
+    }
+
+    /// Node `n`'s announced peers, as node indices.
+    pub fn overlay(&self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self.engine.nodes[n].overlay.iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Bytes all nodes wrote so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.engine.nodes.iter().map(|n| n.bytes_written).sum()
+    }
+
+    /// Every gossip delivery so far, in order.
+    pub fn deliveries(&self) -> &[Delivery] {
+        &self.engine.deliveries
+    }
+
+    /// The trace of events so far.
+    pub fn trace(&self) -> Trace {
+        self.engine.trace
+    }
+
+    /// The node with id `peer`.
+    pub fn index_of(&self, peer: &PeerId) -> Option<usize> {
+        self.engine.by_id.get(peer).copied()
+    }
+
+    /// The link model.
+    pub fn model(&self) -> LinkModel {
+        self.engine.model
+    }
+}
