@@ -69,6 +69,35 @@ pub(crate) enum Ev {
 }
 
 impl Ev {
+    /// Names of the kinds, for [`Engine::counts`].
+    pub(crate) const KINDS: [&'static str; 10] = [
+        "start",
+        "node_timer",
+        "conn_timer",
+        "io",
+        "accept",
+        "connected",
+        "refused",
+        "arrive",
+        "land",
+        "command",
+    ];
+
+    pub(crate) fn kind(&self) -> usize {
+        match self {
+            Ev::Start(_) => 0,
+            Ev::NodeTimer(_) => 1,
+            Ev::ConnTimer(..) => 2,
+            Ev::Io(..) => 3,
+            Ev::Accept(_) => 4,
+            Ev::Connected(_) => 5,
+            Ev::Refused(_) => 6,
+            Ev::Arrive { .. } => 7,
+            Ev::Land { .. } => 8,
+            Ev::Command(..) => 9,
+        }
+    }
+
     /// The node whose CPU handles it, if any (network events take no CPU).
     fn node(&self, links: &[Option<Link>]) -> Option<usize> {
         match self {
@@ -81,10 +110,11 @@ impl Ev {
     }
 }
 
+/// A heap entry: small, so the heap moves little; the event waits in a slab.
 struct Queued {
     at: u64,
     seq: u64,
-    ev: Ev,
+    slot: u32,
 }
 
 impl PartialEq for Queued {
@@ -138,6 +168,8 @@ struct StepEffects {
     read: usize,
     events: Vec<Event>,
     touched: Vec<ConnId>,
+    /// Connections whose I/O ran: their timers may have moved.
+    serviced: Vec<ConnId>,
 }
 
 /// The simulator: see the module docs.
@@ -148,6 +180,8 @@ pub struct Engine {
     by_addr: Map<SocketAddr, usize>,
     pub(crate) by_id: Map<PeerId, usize>,
     heap: BinaryHeap<Queued>,
+    slab: Vec<Option<Ev>>,
+    free_slots: Vec<u32>,
     seq: u64,
     pub(crate) now: u64,
     base: Instant,
@@ -160,6 +194,8 @@ pub struct Engine {
     pub(crate) deliveries: Vec<Delivery>,
     pub(crate) trace: Trace,
     secure_rng: SystemRandom,
+    /// Events handled, by kind (see [`Ev::kind`]).
+    pub(crate) counts: [u64; 10],
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -175,6 +211,8 @@ impl Engine {
             by_addr: Map::default(),
             by_id: Map::default(),
             heap: BinaryHeap::new(),
+            slab: Vec::new(),
+            free_slots: Vec::new(),
             seq: 0,
             now: 0,
             base: Instant::now(),
@@ -186,6 +224,7 @@ impl Engine {
             deliveries: Vec::new(),
             trace: Trace::default(),
             secure_rng: SystemRandom::new(),
+            counts: [0; 10],
         }
     }
 
@@ -195,10 +234,20 @@ impl Engine {
 
     pub(crate) fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slab[s as usize] = Some(ev);
+                s
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
         self.heap.push(Queued {
             at,
             seq: self.seq,
-            ev,
+            slot,
         });
     }
 
@@ -284,24 +333,29 @@ impl Engine {
             }
             let Some(q) = self.heap.pop() else { break };
             self.now = q.at;
-            if let Some(n) = q.ev.node(&self.links) {
+            let Some(ev) = self.slab[q.slot as usize].take() else {
+                continue;
+            };
+            self.free_slots.push(q.slot);
+            if let Some(n) = ev.node(&self.links) {
                 if !self.nodes[n].alive {
                     continue;
                 }
                 // A node handles one input at a time: later ones wait for its CPU.
                 if self.nodes[n].busy_until > q.at {
                     let at = self.nodes[n].busy_until;
-                    self.schedule(at, q.ev);
+                    self.schedule(at, ev);
                     continue;
                 }
             }
-            self.dispatch(q.ev);
+            self.dispatch(ev);
         }
         self.now = self.now.max(until);
     }
 
     fn dispatch(&mut self, ev: Ev) {
         let now = self.instant(self.now);
+        self.counts[ev.kind()] += 1;
         match ev {
             Ev::Start(n) => self.step(n, |core, _| core.start(now)),
             Ev::NodeTimer(n) => {
@@ -445,6 +499,7 @@ impl Engine {
             read: 0,
         };
         let outcome: IoOutcome = node.core.handle_io(c, &mut io, READ_BUDGET, now);
+        fx.serviced.push(c);
         let read = io.read;
         fx.read += read;
         if outcome.more_input && node.io_pending.insert(c) {
@@ -474,7 +529,7 @@ impl Engine {
     }
 
     /// What a step produced takes effect at `at`, when its CPU time is over.
-    fn release(&mut self, n: usize, at: u64, fx: StepEffects) {
+    fn release(&mut self, n: usize, at: u64, mut fx: StepEffects) {
         for event in fx.events {
             self.record(n, at, event);
         }
@@ -491,6 +546,8 @@ impl Engine {
         }
         for (c, addr) in fx.dials {
             self.dial(n, c, addr, at);
+            // Its connect deadline runs from now.
+            fx.serviced.push(c);
         }
         // Re-arm the node's timers.
         let node = &mut self.nodes[n];
@@ -502,8 +559,12 @@ impl Engine {
                 self.schedule(t, Ev::NodeTimer(n));
             }
         }
-        let conns: Vec<ConnId> = self.nodes[n].conns.keys().copied().collect();
-        for c in conns {
+        fx.serviced.sort_unstable();
+        fx.serviced.dedup();
+        for c in fx.serviced {
+            if !self.nodes[n].conns.contains_key(&c) {
+                continue;
+            }
             let node = &mut self.nodes[n];
             let next = node.core.poll_conn_timeout(c);
             if next.is_some() && next != node.conn_timers.get(&c).copied() {

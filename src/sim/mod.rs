@@ -275,6 +275,15 @@ impl Simulation {
         self.engine.by_id.get(peer).copied()
     }
 
+    /// Events handled so far, by kind (for profiling the simulator).
+    pub fn event_counts(&self) -> Vec<(&'static str, u64)> {
+        engine::Ev::KINDS
+            .iter()
+            .copied()
+            .zip(self.engine.counts)
+            .collect()
+    }
+
     /// The link model.
     pub fn model(&self) -> LinkModel {
         self.engine.model

@@ -239,6 +239,7 @@ pub fn run_s1(opts: &S1Options, progress: &mut dyn FnMut(&str)) -> S1Report {
         wall.elapsed().as_secs_f64()
     ));
 
+    progress(&format!("events while joining: {:?}", sim.event_counts()));
     let dups_before: u64 = (0..sim.len()).map(|n| sim.duplicates(n, TOPIC)).sum();
     let bytes_before = sim.bytes_written();
     let deliveries_before = sim.deliveries().len();
@@ -271,6 +272,7 @@ pub fn run_s1(opts: &S1Options, progress: &mut dyn FnMut(&str)) -> S1Report {
     let end = sim.now() + STRAGGLERS;
     sim.run_until(end);
 
+    progress(&format!("events in all: {:?}", sim.event_counts()));
     let n = sim.len();
     let index: crate::collections::Map<MessageId, usize> = published
         .iter()

@@ -58,6 +58,8 @@ const MAX_OUTBOUND_PER_SUBNET: usize = 2;
 const MAX_KAD_WAITING: usize = 16;
 /// How long the losing connection of a duplicate pair waits for its dialer's Close.
 const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
+/// How often the records offered by peer exchange are sampled from the DHT table.
+const PX_REFRESH: Duration = Duration::from_secs(5);
 /// Bootstrap peers are redialed this often while the DHT table is empty.
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
 
@@ -117,6 +119,7 @@ pub(crate) struct NodeCore {
     user_lookups: Set<u64>,
     next_fill: Instant,
     next_bootstrap: Instant,
+    next_px: Instant,
     router: Option<Router>,
     /// Reassembly bytes held by all connections together.
     reassembly_used: usize,
@@ -185,6 +188,7 @@ impl NodeCore {
             user_lookups: Default::default(),
             next_fill: now,
             next_bootstrap: now,
+            next_px: now,
             router,
             reassembly_used: 0,
         }

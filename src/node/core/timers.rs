@@ -45,12 +45,14 @@ impl NodeCore {
         }
         if let Some(r) = &mut self.router {
             if now >= r.poll_timeout() {
-                // Peer exchange offers a few records from the DHT table.
-                if let Some(kad) = &self.kad {
-                    let mut px: Vec<_> = kad.table().records().take(64).cloned().collect();
+                // Peer exchange offers a few records from the DHT table, sampled
+                // afresh now and then (not every heartbeat: cloning records is the
+                // heartbeat's biggest cost otherwise).
+                if let Some(kad) = self.kad.as_ref().filter(|_| now >= self.next_px) {
+                    self.next_px = now + PX_REFRESH;
+                    let mut px: Vec<&PeerRecord> = kad.table().records().take(64).collect();
                     self.rng.shuffle(&mut px);
-                    px.truncate(16);
-                    r.set_peer_exchange(px);
+                    r.set_peer_exchange(px.into_iter().take(16).cloned().collect());
                 }
                 r.heartbeat(now);
             }

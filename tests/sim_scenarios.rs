@@ -1,0 +1,174 @@
+//! Whole node cores in the simulator: determinism and fault scenarios (small node
+//! counts, so they fit in the test run; `examples/sim.rs` runs the large ones).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use meshwire::sim::{CostModel, LinkModel, Simulation};
+
+const TOPIC: &str = "t";
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// `n` nodes (3 seeds) that start within `spread`, all subscribed.
+fn network(seed: u64, n: usize, spread: Duration) -> Simulation {
+    let mut sim = Simulation::new(seed, LinkModel::Regions, CostModel::default());
+    for i in 0..n {
+        let node = if i < 3 {
+            sim.add_seed_node(Duration::ZERO)
+        } else {
+            sim.add_node(spread.mul_f64(i as f64 / n as f64))
+        };
+        sim.subscribe(node, TOPIC);
+    }
+    sim
+}
+
+/// Publishes from `origins` one every 200 ms; returns (message, publish time).
+fn publish_all(sim: &mut Simulation, origins: &[usize]) -> Vec<([u8; 32], Duration)> {
+    let mut out = Vec::new();
+    for (i, &o) in origins.iter().enumerate() {
+        let at = sim.now();
+        out.push((sim.publish(o, TOPIC, format!("msg {i}").into_bytes()), at));
+        sim.run_until(at + secs(0.2));
+    }
+    out
+}
+
+/// Nodes (alive, other than the origin) that got `id` by `by`.
+fn receivers(sim: &Simulation, id: &[u8; 32], by: Duration) -> HashSet<usize> {
+    sim.deliveries()
+        .iter()
+        .filter(|d| &d.id == id && d.at <= by)
+        .map(|d| d.node)
+        .collect()
+}
+
+fn run_200(seed: u64) -> (String, usize) {
+    let mut sim = network(seed, 200, secs(2.0));
+    sim.run_until(secs(8.0));
+    publish_all(&mut sim, &[5, 50, 100, 150, 199]);
+    sim.run_until(secs(12.0));
+    (sim.trace().hex(), sim.deliveries().len())
+}
+
+#[test]
+fn same_seed_gives_the_same_trace() {
+    let (a, delivered) = run_200(11);
+    let (b, _) = run_200(11);
+    assert_eq!(a, b, "two runs of one seed diverged");
+    // Meshes are still forming at 8 s (the point is the trace, not the figures),
+    // but most of the network is reached.
+    assert!(delivered >= 5 * 100, "only {delivered} deliveries");
+    let (c, _) = run_200(12);
+    assert_ne!(a, c, "the trace does not depend on the run");
+}
+
+#[test]
+fn a_healed_partition_delivers_to_everyone_again() {
+    let n = 60;
+    let mut sim = network(3, n, secs(2.0));
+    sim.run_until(secs(10.0));
+    sim.partition(|i| (i % 2) as u8);
+    sim.run_until(secs(70.0));
+    sim.heal();
+    sim.run_until(secs(100.0));
+    // After healing, every message reaches every node within 30 s.
+    let sent = publish_all(&mut sim, &[0, 1, 17, 42, 59]);
+    sim.run_until(sim.now() + secs(30.0));
+    for (id, at) in &sent {
+        let got = receivers(&sim, id, *at + secs(30.0));
+        assert!(
+            got.len() >= n - 1,
+            "{} of {} got a message after healing",
+            got.len(),
+            n - 1
+        );
+    }
+    // And the overlay is one piece again.
+    let mut reached = HashSet::from([0usize]);
+    let mut todo = vec![0usize];
+    while let Some(u) = todo.pop() {
+        for v in sim.overlay(u) {
+            if reached.insert(v) {
+                todo.push(v);
+            }
+        }
+    }
+    assert_eq!(reached.len(), n, "the overlay is still split");
+}
+
+#[test]
+fn nodes_that_joined_get_every_later_message_despite_churn() {
+    let n = 80;
+    let mut sim = network(5, n, secs(2.0));
+    sim.run_until(secs(10.0));
+    let mut alive: Vec<usize> = (0..n).collect();
+    let mut joined_at = vec![Duration::ZERO; n];
+    let mut sent = Vec::new();
+    let mut origins = Vec::new();
+    // A quarter of the nodes leave, one every second, and as many new ones join.
+    for round in 0..20 {
+        let leaving = alive[3 + (round * 7) % (alive.len() - 3)];
+        sim.kill(leaving);
+        alive.retain(|&x| x != leaving);
+        let fresh = sim.add_node(sim.now());
+        sim.subscribe(fresh, TOPIC);
+        alive.push(fresh);
+        joined_at.push(Duration::MAX);
+        let origin = alive[round % alive.len()];
+        sent.extend(publish_all(&mut sim, &[origin]));
+        origins.push(origin);
+        // A node has joined once it has mesh peers.
+        for &a in &alive {
+            if joined_at[a] == Duration::MAX && !sim.mesh(a, TOPIC).is_empty() {
+                joined_at[a] = sim.now();
+            }
+        }
+        sim.run_until(sim.now() + secs(0.8));
+    }
+    sim.run_until(sim.now() + secs(10.0));
+    for ((id, at), origin) in sent.iter().zip(&origins) {
+        let got = receivers(&sim, id, *at + secs(10.0));
+        for &a in &alive {
+            if joined_at[a] < *at && !got.contains(&a) && a != *origin {
+                panic!(
+                    "node {a} joined at {:?} but missed a message of {at:?}",
+                    joined_at[a]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_slow_region_does_not_slow_the_others() {
+    let median_outside = |slow: bool| {
+        let mut sim = network(9, 60, secs(2.0));
+        if slow {
+            // ap-southeast-1, 10× latency on every connection to or from it.
+            sim.slow_region(5, 10.0);
+        }
+        sim.run_until(secs(10.0));
+        let sent = publish_all(&mut sim, &[0, 10, 20, 30, 40]);
+        sim.run_until(sim.now() + secs(10.0));
+        let mut lat: Vec<Duration> = Vec::new();
+        for d in sim.deliveries() {
+            if sim.placement(d.node).region == 5 {
+                continue;
+            }
+            if let Some((_, at)) = sent.iter().find(|(id, _)| *id == d.id) {
+                lat.push(d.at - *at);
+            }
+        }
+        lat.sort();
+        lat[lat.len() / 2]
+    };
+    let (fast, slow) = (median_outside(false), median_outside(true));
+    assert!(
+        slow <= fast.mul_f64(1.25) + secs(0.01),
+        "outside the slow region the median went from {fast:?} to {slow:?}"
+    );
+}
