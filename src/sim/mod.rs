@@ -44,6 +44,7 @@ mod bound;
 mod engine;
 mod link;
 pub mod model;
+mod network;
 mod s1;
 mod trace;
 

@@ -1,0 +1,391 @@
+//! The handle applications hold: sends, gossip, DHT lookups and questions to the
+//! node's loop, from any thread.
+
+use super::*;
+
+/// A connected peer, as [`NodeHandle::peers`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its id.
+    pub id: PeerId,
+    /// Its address on this connection.
+    pub addr: SocketAddr,
+    /// Who dialed.
+    pub direction: Direction,
+    /// Channels it serves.
+    pub channels: Vec<ChannelId>,
+}
+
+pub(super) struct HandleInner {
+    pub(super) shared: Arc<NodeShared>,
+    pub(super) runtime: Arc<RuntimeShared>,
+    pub(super) index: usize,
+    pub(super) id: PeerId,
+    pub(super) listen_addrs: Vec<SocketAddr>,
+    pub(super) events: Receiver<Event>,
+    pub(super) channel_events: HashMap<ChannelId, Receiver<Event>>,
+    pub(super) key: Arc<Keypair>,
+    pub(super) seqno: std::sync::atomic::AtomicU64,
+    pub(super) sign: bool,
+}
+
+/// A handle to a running node: cheap to clone, usable from any thread. Every call
+/// returns at once.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(super) inner: Arc<HandleInner>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeHandle({})", self.inner.id.short())
+    }
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.id
+    }
+
+    /// The addresses it listens on.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.inner.listen_addrs
+    }
+
+    /// Events: connections, dial failures and messages of channels without a
+    /// dedicated queue.
+    pub fn events(&self) -> Receiver<Event> {
+        self.inner.events.clone()
+    }
+
+    /// The messages of a channel that has a dedicated queue.
+    pub fn channel_events(&self, channel: ChannelId) -> Option<Receiver<Event>> {
+        self.inner.channel_events.get(&channel).cloned()
+    }
+
+    fn submit(&self, cmd: Command) -> Result<(), SendError> {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        self.inner
+            .runtime
+            .submit(LoopCommand::Node(self.inner.index, cmd))
+            .map_err(|_| SendError::Full)
+    }
+
+    /// Dials `addr`; with `expected`, any other peer there is refused. The outcome
+    /// arrives as [`Event::PeerConnected`] or [`Event::DialFailed`].
+    pub fn dial(&self, addr: SocketAddr, expected: Option<PeerId>) -> Result<(), SendError> {
+        self.submit(Command::Dial { addr, expected })
+    }
+
+    /// Queues `data` to `peer` on `channel`.
+    pub fn send(&self, peer: PeerId, channel: ChannelId, data: Vec<u8>) -> Result<(), SendError> {
+        self.send_with(peer, channel, data, SendOptions::default())
+    }
+
+    /// [`NodeHandle::send`] with a deadline or replace key.
+    pub fn send_with(
+        &self,
+        peer: PeerId,
+        channel: ChannelId,
+        data: Vec<u8>,
+        opts: SendOptions,
+    ) -> Result<(), SendError> {
+        let index = self.check_channel(channel, data.len())?;
+        let peers = self.inner.shared.peers.read();
+        let p = peers.get(&peer).ok_or(SendError::UnknownPeer)?;
+        if !p.channels.contains(&channel) {
+            return Err(SendError::UnknownChannel(channel));
+        }
+        let queued = p.queued.clone();
+        drop(peers);
+        self.reserve(&queued[index], channel)?;
+        let data = Arc::new(data);
+        self.submit(Command::Send {
+            peer,
+            channel,
+            data,
+            opts,
+        })
+        .inspect_err(|_| {
+            queued[index].fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// Queues `data` on `channel` to every connected peer serving it whose queue has
+    /// room; returns to how many.
+    pub fn broadcast(&self, channel: ChannelId, data: Vec<u8>) -> Result<usize, SendError> {
+        let index = self.check_channel(channel, data.len())?;
+        let mut targets = Vec::new();
+        for (id, p) in self.inner.shared.peers.read().iter() {
+            if p.channels.contains(&channel) && self.reserve(&p.queued[index], channel).is_ok() {
+                targets.push((*id, p.queued.clone()));
+            }
+        }
+        let count = targets.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        let peers = targets.iter().map(|(id, _)| *id).collect();
+        let data = Arc::new(data);
+        self.submit(Command::Broadcast {
+            peers,
+            channel,
+            data,
+        })
+        .inspect_err(|_| {
+            for (_, q) in &targets {
+                q[index].fetch_sub(1, Ordering::AcqRel);
+            }
+        })?;
+        Ok(count)
+    }
+
+    fn check_channel(&self, channel: ChannelId, len: usize) -> Result<usize, SendError> {
+        let shared = &self.inner.shared;
+        let index = shared
+            .channel_index(channel)
+            .ok_or(SendError::UnknownChannel(channel))?;
+        let max = shared
+            .config
+            .channel(channel)
+            .map_or(0, |c| c.max_message_size);
+        if len > max {
+            return Err(SendError::TooLarge { size: len, max });
+        }
+        Ok(index)
+    }
+
+    fn reserve(
+        &self,
+        queued: &std::sync::atomic::AtomicUsize,
+        channel: ChannelId,
+    ) -> Result<(), SendError> {
+        let cap = self
+            .inner
+            .shared
+            .config
+            .channel(channel)
+            .map_or(0, |c| c.send_queue_capacity);
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < cap).then_some(q + 1)
+            })
+            .map(drop)
+            .map_err(|_| SendError::Full)
+    }
+
+    /// The connected peers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.inner
+            .shared
+            .peers
+            .read()
+            .iter()
+            .map(|(id, p)| PeerInfo {
+                id: *id,
+                addr: p.addr,
+                direction: p.direction,
+                channels: p.channels.clone(),
+            })
+            .collect()
+    }
+
+    /// Closes the connection to `peer` after sending what is queued.
+    pub fn disconnect(&self, peer: PeerId) -> Result<(), SendError> {
+        self.submit(Command::Disconnect(peer))
+    }
+
+    /// Bans `peer` for `duration`, disconnecting it now.
+    pub fn ban(&self, peer: PeerId, duration: Duration) -> Result<(), SendError> {
+        self.submit(Command::Ban(peer, duration))
+    }
+
+    /// Sends the command `make` builds and waits up to `timeout` for its reply.
+    fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(RequestId) -> Command,
+        pick: fn(Reply) -> Option<T>,
+        timeout: Duration,
+    ) -> Result<T, SendError> {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+        let reply: Replier = Box::new(move |r| {
+            if let Some(v) = pick(r) {
+                let _ = tx.try_send(v);
+            }
+        });
+        self.inner
+            .runtime
+            .submit(LoopCommand::Request {
+                index: self.inner.index,
+                request,
+                cmd: make(request),
+                reply,
+            })
+            .map_err(|_| SendError::Full)?;
+        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+    }
+
+    /// A snapshot of the node's counters.
+    pub fn metrics(&self) -> Result<Metrics, SendError> {
+        self.ask(
+            Command::Metrics,
+            |r| match r {
+                Reply::Metrics(m) => Some(*m),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Subscribes to a gossip topic: its messages arrive as [`Event::Gossip`].
+    pub fn subscribe(&self, topic: &str) -> Result<(), SendError> {
+        self.submit(Command::Subscribe(topic.to_string()))
+    }
+
+    /// Leaves a gossip topic.
+    pub fn unsubscribe(&self, topic: &str) -> Result<(), SendError> {
+        self.submit(Command::Unsubscribe(topic.to_string()))
+    }
+
+    /// Publishes `data` to every subscriber of `topic`; returns the message id. The
+    /// message is signed here, on the caller's thread.
+    pub fn publish(&self, topic: &str, data: Vec<u8>) -> Result<MessageId, SendError> {
+        let max = self
+            .inner
+            .shared
+            .config
+            .gossip
+            .as_ref()
+            .map_or(0, |g| g.max_message_size);
+        if data.len() > max {
+            return Err(SendError::TooLarge {
+                size: data.len(),
+                max,
+            });
+        }
+        let seqno = self.inner.seqno.fetch_add(1, Ordering::Relaxed);
+        let key = self.inner.sign.then_some(&*self.inner.key);
+        let mut msg = message::build(key, topic, seqno, data);
+        msg.hops = 1;
+        let id = message::message_id(&msg);
+        self.submit(Command::Publish(Box::new(msg)))?;
+        Ok(id)
+    }
+
+    /// Gossip counters per topic.
+    pub fn gossip_metrics(&self) -> Result<HashMap<String, TopicMetrics>, SendError> {
+        self.ask(
+            Command::GossipMetrics,
+            |r| match r {
+                Reply::GossipMetrics(m) => Some(m),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
+    }
+
+    /// The mesh peers of `topic`.
+    pub fn mesh_peers(&self, topic: &str) -> Result<Vec<PeerId>, SendError> {
+        self.ask(
+            |request| Command::MeshPeers(topic.to_string(), request),
+            |r| match r {
+                Reply::MeshPeers(m) => Some(m),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Starts a DHT lookup of the nodes closest to `key`; the answer arrives as
+    /// [`Event::Lookup`].
+    pub fn find_node(&self, key: Key) -> Result<(), SendError> {
+        self.submit(Command::FindNode(key, None))
+    }
+
+    /// Starts a DHT lookup of the providers of `key`; the answer arrives as
+    /// [`Event::Lookup`].
+    pub fn find_providers(&self, key: Key) -> Result<(), SendError> {
+        self.submit(Command::FindProviders(key, None))
+    }
+
+    /// Looks up the nodes closest to `key`, waiting at most `timeout`.
+    pub fn find_node_blocking(
+        &self,
+        key: Key,
+        timeout: Duration,
+    ) -> Result<LookupResult, SendError> {
+        self.ask(
+            |request| Command::FindNode(key, Some(request)),
+            pick_lookup,
+            timeout,
+        )
+    }
+
+    /// Looks up the providers of `key`, waiting at most `timeout`.
+    pub fn find_providers_blocking(
+        &self,
+        key: Key,
+        timeout: Duration,
+    ) -> Result<LookupResult, SendError> {
+        self.ask(
+            |request| Command::FindProviders(key, Some(request)),
+            pick_lookup,
+            timeout,
+        )
+    }
+
+    /// Announces this node as a provider of `key` (a service, a partition) to the
+    /// nodes closest to it, and keeps republishing it.
+    pub fn provide(&self, key: Key) -> Result<(), SendError> {
+        self.submit(Command::Provide(key))
+    }
+
+    /// A snapshot of the DHT's routing table.
+    pub fn routing_table(&self) -> Result<Vec<PeerRecord>, SendError> {
+        self.ask(
+            Command::RoutingTable,
+            |r| match r {
+                Reply::RoutingTable(t) => Some(t),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Closes every connection after flushing what was accepted, and stops the node.
+    /// Waits until done (at most the linger time plus a margin).
+    pub fn shutdown(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+        let reply: Replier = Box::new(move |_| {
+            let _ = tx.try_send(());
+        });
+        let submitted = self.inner.runtime.submit_blocking(LoopCommand::Request {
+            index: self.inner.index,
+            request,
+            cmd: Command::Shutdown(request),
+            reply,
+        });
+        self.inner.shared.closed.store(true, Ordering::Release);
+        if submitted {
+            let _ = rx.recv_timeout(crate::conn::LINGER + Duration::from_secs(3));
+        }
+    }
+}
+
+/// Request ids of every node in the process (unique is all they need to be).
+static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn pick_lookup(r: Reply) -> Option<LookupResult> {
+    match r {
+        Reply::Lookup(l) => Some(l),
+        _ => None,
+    }
+}
