@@ -165,13 +165,19 @@ impl NodeSlot {
 
     /// The node's timer fired.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        let mut released = Vec::new();
-        self.delivery.flush(&mut released);
-        for r in released {
-            self.core.handle_released(r);
-        }
-        if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            self.core.handle_timeout(now);
-        }
+        node_timer(&mut self.core, &mut self.delivery, now);
+    }
+}
+
+/// A node's timer: retry the events that wait for room in the application's
+/// queues (their credit goes back), then the core's own deadlines if due.
+pub(crate) fn node_timer(core: &mut NodeCore, delivery: &mut Delivery, now: Instant) {
+    let mut released = Vec::new();
+    delivery.flush(&mut released);
+    for r in released {
+        core.handle_released(r);
+    }
+    if core.poll_timeout().is_some_and(|t| t <= now) {
+        core.handle_timeout(now);
     }
 }

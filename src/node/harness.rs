@@ -165,14 +165,7 @@ impl CoreHarness {
                 self.service(id);
             }
         }
-        let mut released = Vec::new();
-        self.delivery.flush(&mut released);
-        for r in released {
-            self.core.handle_released(r);
-        }
-        if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            self.core.handle_timeout(now);
-        }
+        crate::driver::node_slot::node_timer(&mut self.core, &mut self.delivery, now);
         self.settle();
     }
 
