@@ -194,6 +194,8 @@ pub struct Engine {
     pub(crate) deliveries: Vec<Delivery>,
     pub(crate) trace: Trace,
     pub(super) secure_rng: SystemRandom,
+    /// With shared cores: when each core is free.
+    core_busy: Vec<u64>,
     /// Events handled, by kind (see [`Ev::kind`]).
     pub(crate) counts: [u64; 10],
 }
@@ -225,6 +227,15 @@ impl Engine {
             trace: Trace::default(),
             secure_rng: SystemRandom::new(),
             counts: [0; 10],
+            core_busy: vec![0; cost.shared_cores],
+        }
+    }
+
+    /// When node `n`'s CPU (its own, or the core it shares) is free.
+    fn busy_until(&self, n: usize) -> u64 {
+        match self.cost.shared_cores {
+            0 => self.nodes[n].busy_until,
+            cores => self.core_busy[n % cores],
         }
     }
 
@@ -342,8 +353,9 @@ impl Engine {
                     continue;
                 }
                 // A node handles one input at a time: later ones wait for its CPU.
-                if self.nodes[n].busy_until > q.at {
-                    let at = self.nodes[n].busy_until;
+                let busy = self.busy_until(n);
+                if busy > q.at {
+                    let at = busy;
                     self.schedule(at, ev);
                     continue;
                 }
@@ -467,12 +479,16 @@ impl Engine {
         let work = node.core.poll_work();
         let cost = self.cost.charge(
             fx.read + written,
+            fx.writes.len(),
             work.signature_checks - node.work.signature_checks,
             work.handshakes - node.work.handshakes,
         );
         node.work = work;
         let done = self.now + nanos(cost);
         node.busy_until = done;
+        if self.cost.shared_cores > 0 {
+            self.core_busy[n % self.cost.shared_cores] = done;
+        }
         node.bytes_written += written as u64;
         self.release(n, done, fx);
     }

@@ -195,6 +195,14 @@ impl Simulation {
         id
     }
 
+    /// Node `from` dials node `to` (as the application's `dial` would).
+    pub fn dial(&mut self, from: usize, to: usize) {
+        let (addr, expected) = (self.addr(to), Some(self.peer_id(to)));
+        let at = self.engine.now;
+        self.engine
+            .schedule(at, Ev::Command(from, Command::Dial { addr, expected }));
+    }
+
     /// Node `n` stops at once; its peers see its connections end.
     pub fn kill(&mut self, n: usize) {
         self.engine.kill(n);

@@ -126,6 +126,7 @@ pub(crate) fn serialization(bytes: usize, rate: f64) -> Duration {
 /// | per byte read or written: AEAD, SHA-256 on receipt, ~3 copies | | 0.6 ns |
 /// | handshake, one side: X25519 key pair and agreement, Ed25519 sign and verify, transcript | | 160 µs |
 /// | one input handled (a read or timer, its frames, the follow-up writes) | | 4 µs |
+/// | each connection written in a step: a write system call | not measured (an estimate) | 10 µs |
 ///
 /// The fixed cost per input is the part of the P1 profile's ~230 µs per delivery
 /// that is neither signatures nor bytes nor thread wake-ups (which a simulated
@@ -140,6 +141,14 @@ pub struct CostModel {
     pub per_byte_ns: f64,
     /// Fixed cost of handling one input.
     pub per_input: Duration,
+    /// Cost of each connection written in a step (a write system call; on the
+    /// loopback it also runs the receiver's TCP stack).
+    pub per_write: Duration,
+    /// 0: every node has a CPU of its own. N: all nodes share N cores, node i on
+    /// core i mod N (as the loopback benchmarks run their nodes on loop threads).
+    pub shared_cores: usize,
+    /// Every charge multiplied by this (e.g. for a debug build).
+    pub scale: f64,
 }
 
 impl Default for CostModel {
@@ -149,6 +158,9 @@ impl Default for CostModel {
             handshake: Duration::from_micros(160),
             per_byte_ns: 0.6,
             per_input: Duration::from_micros(4),
+            per_write: Duration::from_micros(10),
+            shared_cores: 0,
+            scale: 1.0,
         }
     }
 }
@@ -161,15 +173,26 @@ impl CostModel {
             handshake: Duration::ZERO,
             per_byte_ns: 0.0,
             per_input: Duration::ZERO,
+            per_write: Duration::ZERO,
+            shared_cores: 0,
+            scale: 1.0,
         }
     }
 
-    /// The time a step took that read and wrote `bytes`, verified `verifies`
-    /// signatures and finished `handshakes`.
-    pub(crate) fn charge(&self, bytes: usize, verifies: u64, handshakes: u64) -> Duration {
-        self.per_input
+    /// The time a step took that read and wrote `bytes`, wrote to `writes`
+    /// connections, verified `verifies` signatures and finished `handshakes`.
+    pub(crate) fn charge(
+        &self,
+        bytes: usize,
+        writes: usize,
+        verifies: u64,
+        handshakes: u64,
+    ) -> Duration {
+        (self.per_input
+            + self.per_write * writes as u32
             + self.verify * verifies as u32
             + self.handshake * handshakes as u32
-            + Duration::from_nanos((bytes as f64 * self.per_byte_ns) as u64)
+            + Duration::from_nanos((bytes as f64 * self.per_byte_ns) as u64))
+        .mul_f64(self.scale)
     }
 }
