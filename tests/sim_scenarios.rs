@@ -172,3 +172,75 @@ fn a_slow_region_does_not_slow_the_others() {
         "outside the slow region the median went from {fast:?} to {slow:?}"
     );
 }
+
+#[test]
+fn identities_from_one_subnet_cannot_eclipse_anyone() {
+    eclipse(30, 150);
+}
+
+/// The full-size attempt: `cargo test --release --test sim_scenarios -- --ignored`
+/// (156 s in a release build; too long for the debug test run).
+#[test]
+#[ignore]
+fn a_thousand_identities_from_one_subnet_cannot_eclipse_anyone() {
+    eclipse(60, 1000);
+}
+
+/// `honest` nodes join, then `count` identities from one /24 join over 3 s.
+fn eclipse(honest: usize, count: usize) {
+    use meshwire::kad::key::distance;
+    let mut sim = network(21, honest, secs(2.0));
+    sim.run_until(secs(6.0));
+    // Identities on one /24 (ports tell them apart).
+    let sybils: Vec<usize> = (0..count)
+        .map(|i| {
+            let addr = std::net::SocketAddr::from((
+                [11, 0, 0, 1 + (i % 250) as u8],
+                5000 + (i / 250) as u16,
+            ));
+            let at = sim.now() + secs(3.0 * i as f64 / count as f64);
+            sim.add_node_at(addr, at)
+        })
+        .collect();
+    sim.run_until(secs(25.0));
+    let is_sybil = |a: &std::net::SocketAddr| a.ip().to_string().starts_with("11.0.0.");
+    // Diversity limits: at most 10 entries of one /24 in any honest table.
+    for n in 0..honest {
+        let table = sim.routing_table(n);
+        let from_one_subnet = table
+            .iter()
+            .filter(|r| r.addrs.iter().any(is_sybil))
+            .count();
+        assert!(
+            from_one_subnet <= 10,
+            "node {n} holds {from_one_subnet} records of one /24"
+        );
+    }
+    // Honest lookups still find the true k closest honest nodes.
+    let targets: Vec<[u8; 32]> = (0..10u8).map(|i| [i.wrapping_mul(37); 32]).collect();
+    let askers: Vec<usize> = (0..targets.len()).map(|i| (i * 3) % honest).collect();
+    for (key, &n) in targets.iter().zip(&askers) {
+        sim.find_node(n, *key);
+    }
+    sim.run_until(secs(40.0));
+    for (key, &n) in targets.iter().zip(&askers) {
+        let results = sim.lookups(n);
+        let found: HashSet<_> = results
+            .iter()
+            .flat_map(|r| r.closest.iter().map(|rec| rec.id))
+            .collect();
+        // The true 20 closest of all nodes: the honest ones among them must be found
+        // (the sybils may crowd the rest).
+        let mut truth: Vec<usize> = (0..sim.len()).filter(|&h| h != n).collect();
+        truth.sort_by_key(|&h| distance(key, sim.peer_id(h).as_bytes()));
+        let near: Vec<usize> = truth.into_iter().take(20).filter(|&h| h < honest).collect();
+        for h in near {
+            assert!(
+                found.contains(&sim.peer_id(h)),
+                "node {n}'s lookup missed honest node {h} (result of {} records)",
+                found.len()
+            );
+        }
+    }
+    assert!(sybils.iter().all(|&s| sim.is_alive(s)));
+}

@@ -203,6 +203,26 @@ impl Simulation {
             .schedule(at, Ev::Command(from, Command::Dial { addr, expected }));
     }
 
+    /// Node `n` starts a DHT lookup of the nodes closest to `key` (as the
+    /// application's `find_node`); the result arrives in [`Simulation::lookups`].
+    pub fn find_node(&mut self, n: usize, key: crate::kad::key::Key) {
+        let at = self.engine.now;
+        self.engine
+            .schedule(at, Ev::Command(n, Command::FindNode(key, Some(0))));
+    }
+
+    /// The lookups node `n` finished since last asked.
+    pub fn lookups(&mut self, n: usize) -> Vec<crate::kad::LookupResult> {
+        let replies = std::mem::take(&mut self.engine.nodes[n].replies);
+        replies
+            .into_iter()
+            .filter_map(|r| match r {
+                Reply::Lookup(l) => Some(l),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Node `n` stops at once; its peers see its connections end.
     pub fn kill(&mut self, n: usize) {
         self.engine.kill(n);
