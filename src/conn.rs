@@ -576,6 +576,29 @@ impl Connection {
             self.finish(reason, now);
             self.arm_drop(now);
         }
+        self.release_idle_buffers();
+    }
+
+    /// Gives back buffers that hold nothing (after its input is drained, and on its
+    /// timers): an idle connection keeps a few hundred bytes, not tens of KiB, so a
+    /// node can hold many and the simulator many nodes.
+    fn release_idle_buffers(&mut self) {
+        self.release_read_buffers();
+        if self.out_pos == self.out.len() && self.out.capacity() > 0 {
+            self.out = Vec::new();
+            self.out_pos = 0;
+        }
+    }
+
+    /// Gives back the read buffers if they hold nothing (call once the input is
+    /// drained; the next read allocates again, 16 KiB, cheap next to the read).
+    pub fn release_read_buffers(&mut self) {
+        if let State::Open(open) = &mut self.state {
+            open.opener.release_if_empty();
+            if self.scratch.capacity() > 0 {
+                self.scratch = Vec::new();
+            }
+        }
     }
 
     /// Messages queued but not started, for moving them to another connection.

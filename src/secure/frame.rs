@@ -142,6 +142,15 @@ impl FrameOpener {
         &mut self.buf[self.end..]
     }
 
+    /// Frees the read buffer if it holds nothing; the next read allocates again.
+    pub fn release_if_empty(&mut self) {
+        if self.start == self.end && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     /// Marks `n` bytes of [`FrameOpener::read_buf`] as filled.
     pub fn advance(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.len());
