@@ -104,10 +104,12 @@ pub mod mux;
 mod node;
 pub mod peers;
 mod rate;
+pub mod record;
 pub mod rng;
 mod scan;
 pub mod secure;
 pub mod sim;
+pub mod subnet;
 pub mod wire;
 
 pub use config::NodeConfig;

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use crate::identity::{Keypair, PeerId};
-use crate::kad::record::PeerRecord;
-use crate::kad::table::subnet;
 use crate::rate::TokenBucket;
+use crate::record::PeerRecord;
 use crate::rng::Rng;
+use crate::subnet::subnet;
 use crate::wire;
 use announce::Announcements;
 use cache::{MessageCache, SeenCache};

@@ -6,7 +6,8 @@ pub mod key;
 pub mod lookup;
 pub mod providers;
 mod queries;
-pub mod record;
+/// Signed peer records (shared with gossip's peer exchange).
+pub use crate::record;
 mod rpc;
 mod shape;
 pub mod table;
