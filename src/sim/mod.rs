@@ -59,7 +59,7 @@ use crate::node::command::{Command, Reply};
 
 pub use engine::Delivery;
 pub use model::{CostModel, LinkModel, Placement, REGIONS};
-pub use s1::{run_s1, RouterProfile, S1Options, S1Report};
+pub use s1::{build_network, run_s1, wait_for_meshes, RouterProfile, S1Options, S1Report, TOPIC};
 pub use trace::Trace;
 
 use engine::{Engine, Ev};

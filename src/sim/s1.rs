@@ -231,6 +231,18 @@ pub fn run_s1(opts: &S1Options, progress: &mut dyn FnMut(&str)) -> S1Report {
     }
     let all = wait_for_meshes(&mut sim, MESH_DEADLINE);
     let ready = sim.now();
+    if !all {
+        let want = sim.gossip_config().map_or(1, |g| g.d_lo);
+        let short: Vec<(usize, usize)> = (0..sim.len())
+            .map(|n| (sim.mesh(n, TOPIC).len(), sim.overlay(n).len()))
+            .filter(|(m, _)| *m < want)
+            .collect();
+        progress(&format!(
+            "{} nodes below {want} mesh peers; (mesh, peers) of the first: {:?}",
+            short.len(),
+            &short[..short.len().min(12)]
+        ));
+    }
     progress(&format!(
         "{} nodes: meshes {} at {:.1} s virtual ({:.1} s wall)",
         opts.nodes,
