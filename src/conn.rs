@@ -579,9 +579,10 @@ impl Connection {
         self.release_idle_buffers();
     }
 
-    /// Gives back buffers that hold nothing (after its input is drained, and on its
-    /// timers): an idle connection keeps a few hundred bytes, not tens of KiB, so a
-    /// node can hold many and the simulator many nodes.
+    /// Gives back buffers that hold nothing (on the connection's timers, so only a
+    /// quiet connection pays for allocating them again): an idle connection keeps a
+    /// few hundred bytes, not tens of KiB, so a node can hold many and the
+    /// simulator many nodes.
     fn release_idle_buffers(&mut self) {
         self.release_read_buffers();
         if self.out_pos == self.out.len() && self.out.capacity() > 0 {
@@ -590,8 +591,8 @@ impl Connection {
         }
     }
 
-    /// Gives back the read buffers if they hold nothing (call once the input is
-    /// drained; the next read allocates again, 16 KiB, cheap next to the read).
+    /// Gives back the read buffers if they hold nothing (the next read allocates
+    /// again).
     pub fn release_read_buffers(&mut self) {
         if let State::Open(open) = &mut self.state {
             open.opener.release_if_empty();

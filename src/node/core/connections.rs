@@ -4,9 +4,6 @@
 
 use super::*;
 
-/// Inputs smaller than this leave the connection without a read buffer.
-const LIGHT_READ: usize = 16 * 1024;
-
 impl NodeCore {
     // ------------------------------------------------------------ driver inputs
 
@@ -161,11 +158,6 @@ impl NodeCore {
                 }
             }
             outcome.finished = conn.is_finished();
-            // A connection that carried little keeps no read buffer between inputs
-            // (most are quiet most of the time); a busy one keeps its own.
-            if !outcome.more_input && outcome.read < LIGHT_READ {
-                conn.release_read_buffers();
-            }
         }
         self.sync_dequeued(id);
         self.metrics.bytes_read += outcome.read as u64;
