@@ -46,24 +46,27 @@ fn receivers(sim: &Simulation, id: &[u8; 32], by: Duration) -> HashSet<usize> {
         .collect()
 }
 
-fn run_200(seed: u64) -> (String, usize) {
-    let mut sim = network(seed, 200, secs(2.0));
+fn run(seed: u64, nodes: usize) -> (String, usize) {
+    let mut sim = network(seed, nodes, secs(2.0));
     sim.run_until(secs(8.0));
-    publish_all(&mut sim, &[5, 50, 100, 150, 199]);
+    publish_all(
+        &mut sim,
+        &[5, nodes / 4, nodes / 2, 3 * nodes / 4, nodes - 1],
+    );
     sim.run_until(secs(12.0));
     (sim.trace().hex(), sim.deliveries().len())
 }
 
 #[test]
 fn same_seed_gives_the_same_trace() {
-    let (a, delivered) = run_200(11);
-    let (b, _) = run_200(11);
+    let (a, delivered) = run(11, 200);
+    let (b, _) = run(11, 200);
     assert_eq!(a, b, "two runs of one seed diverged");
     // Meshes are still forming at 8 s (the point is the trace, not the figures),
     // but most of the network is reached.
     assert!(delivered >= 5 * 100, "only {delivered} deliveries");
-    let (c, _) = run_200(12);
-    assert_ne!(a, c, "the trace does not depend on the run");
+    // The hash does depend on what happened (smaller networks, to save time).
+    assert_ne!(run(11, 60).0, run(12, 60).0, "two seeds gave one trace");
 }
 
 #[test]
@@ -175,7 +178,7 @@ fn a_slow_region_does_not_slow_the_others() {
 
 #[test]
 fn identities_from_one_subnet_cannot_eclipse_anyone() {
-    eclipse(30, 150);
+    eclipse(30, 100);
 }
 
 /// The full-size attempt: `cargo test --release --test sim_scenarios -- --ignored`
