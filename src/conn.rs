@@ -593,7 +593,7 @@ impl Connection {
 
     /// Gives back the read buffers if they hold nothing (the next read allocates
     /// again).
-    pub fn release_read_buffers(&mut self) {
+    fn release_read_buffers(&mut self) {
         if let State::Open(open) = &mut self.state {
             open.opener.release_if_empty();
             if self.scratch.capacity() > 0 {

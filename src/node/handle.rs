@@ -213,6 +213,21 @@ impl NodeHandle {
         if self.inner.shared.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
+        let (cmd, rx) = self.request(make, pick);
+        self.inner
+            .runtime
+            .submit(cmd)
+            .map_err(|_| SendError::Full)?;
+        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+    }
+
+    /// The loop command for the request `make` builds, and where its reply (what
+    /// `pick` takes of it) will arrive.
+    fn request<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(RequestId) -> Command,
+        pick: fn(Reply) -> Option<T>,
+    ) -> (LoopCommand, Receiver<T>) {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
         let reply: Replier = Box::new(move |r| {
@@ -220,16 +235,13 @@ impl NodeHandle {
                 let _ = tx.try_send(v);
             }
         });
-        self.inner
-            .runtime
-            .submit(LoopCommand::Request {
-                index: self.inner.index,
-                request,
-                cmd: make(request),
-                reply,
-            })
-            .map_err(|_| SendError::Full)?;
-        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+        let cmd = LoopCommand::Request {
+            index: self.inner.index,
+            request,
+            cmd: make(request),
+            reply,
+        };
+        (cmd, rx)
     }
 
     /// A snapshot of the node's counters.
@@ -362,17 +374,8 @@ impl NodeHandle {
     /// Closes every connection after flushing what was accepted, and stops the node.
     /// Waits until done (at most the linger time plus a margin).
     pub fn shutdown(&self) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-        let reply: Replier = Box::new(move |_| {
-            let _ = tx.try_send(());
-        });
-        let submitted = self.inner.runtime.submit_blocking(LoopCommand::Request {
-            index: self.inner.index,
-            request,
-            cmd: Command::Shutdown(request),
-            reply,
-        });
+        let (cmd, rx) = self.request(Command::Shutdown, |_| Some(()));
+        let submitted = self.inner.runtime.submit_blocking(cmd);
         self.inner.shared.closed.store(true, Ordering::Release);
         if submitted {
             let _ = rx.recv_timeout(crate::conn::LINGER + Duration::from_secs(3));

@@ -143,7 +143,7 @@ impl FrameOpener {
     }
 
     /// Frees the read buffer if it holds nothing; the next read allocates again.
-    pub fn release_if_empty(&mut self) {
+    pub(crate) fn release_if_empty(&mut self) {
         if self.start == self.end && self.buf.capacity() > 0 {
             self.buf = Vec::new();
             self.start = 0;

@@ -190,13 +190,12 @@ pub fn build_network(opts: &S1Options) -> Simulation {
     let mut sim = Simulation::with_config(opts.seed, opts.model, opts.cost, template);
     let mut rng = Rng::new(opts.seed ^ 0x5331);
     for i in 0..opts.nodes {
-        let n = if i < SEEDS.min(opts.nodes) {
-            sim.add_seed_node(Duration::ZERO)
+        if i < SEEDS {
+            sim.add_seed_node(Duration::ZERO);
         } else {
             let start = Duration::from_nanos(rng.below(JOIN_SPREAD.as_nanos() as u64));
-            sim.add_node(start)
-        };
-        let _ = n;
+            sim.add_node(start);
+        }
     }
     sim
 }
@@ -208,7 +207,9 @@ pub fn wait_for_meshes(sim: &mut Simulation, deadline: Duration) -> bool {
     let n = sim.len();
     let mut from = 0;
     loop {
-        while from < n && (!sim.is_alive(from) || sim.mesh(from, TOPIC).len() >= want.min(n - 1)) {
+        while from < n
+            && (!sim.is_alive(from) || sim.mesh(from, TOPIC).len() >= want.min(n.saturating_sub(1)))
+        {
             from += 1;
         }
         if from == n {
