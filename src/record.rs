@@ -75,6 +75,37 @@ impl PeerRecord {
 
     /// Verifies a record from the wire.
     pub fn verify(raw: wire::PeerRecord) -> Result<Self, RecordError> {
+        UncheckedRecord::parse(raw)?.verify()
+    }
+
+    /// Whether `raw` is this very record, byte for byte (so already verified).
+    pub fn is_same(&self, raw: &wire::PeerRecord) -> bool {
+        self.wire == *raw
+    }
+
+    /// The wire form.
+    pub fn to_wire(&self) -> wire::PeerRecord {
+        self.wire.clone()
+    }
+}
+
+/// A record from the wire whose shape is checked but whose signature is not yet:
+/// cheap to hold, and verified only when it is about to be used (dialed, stored or
+/// passed on), so a peer's list of twenty records costs one check per record we
+/// actually contact, not twenty per answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UncheckedRecord {
+    /// Whose record it claims to be (the digest of its key: a lie only costs the
+    /// liar the signature check that then fails).
+    pub id: PeerId,
+    /// Where it says the peer listens.
+    pub addrs: Vec<SocketAddr>,
+    raw: wire::PeerRecord,
+}
+
+impl UncheckedRecord {
+    /// Checks lengths and parses the addresses; no signature check.
+    pub fn parse(raw: wire::PeerRecord) -> Result<Self, RecordError> {
         if raw.public_key.len() != PUBLIC_KEY_LEN
             || raw.signature.len() != SIGNATURE_LEN
             || raw.addrs.len() > MAX_RECORD_ADDRS
@@ -87,6 +118,21 @@ impl PeerRecord {
             .iter()
             .map(|a| a.parse().map_err(|_| RecordError::Malformed))
             .collect::<Result<Vec<SocketAddr>, _>>()?;
+        Ok(UncheckedRecord {
+            id: PeerId::from_public_key(&raw.public_key),
+            addrs,
+            raw,
+        })
+    }
+
+    /// The wire form, as received.
+    pub fn raw(&self) -> &wire::PeerRecord {
+        &self.raw
+    }
+
+    /// Checks the signature.
+    pub fn verify(self) -> Result<PeerRecord, RecordError> {
+        let raw = self.raw;
         if !identity::verify(
             &raw.public_key,
             &signing_bytes(raw.seq, &raw.addrs),
@@ -95,16 +141,60 @@ impl PeerRecord {
             return Err(RecordError::BadSignature);
         }
         Ok(PeerRecord {
-            id: PeerId::from_public_key(&raw.public_key),
-            addrs,
+            id: self.id,
+            addrs: self.addrs,
             seq: raw.seq,
             wire: raw,
         })
     }
+}
 
-    /// The wire form.
-    pub fn to_wire(&self) -> wire::PeerRecord {
-        self.wire.clone()
+/// Records whose signatures were checked lately, by a digest of all their fields:
+/// the same record seen again (in another answer, as another request's sender) is
+/// not checked again. Small per entry (16 bytes), so it can be large in count.
+#[derive(Debug)]
+pub struct VerifiedRecords {
+    seen: crate::collections::Set<[u8; 16]>,
+    cap: usize,
+}
+
+impl VerifiedRecords {
+    /// A cache of at most `cap` digests (cleared when full).
+    pub fn new(cap: usize) -> Self {
+        VerifiedRecords {
+            seen: Default::default(),
+            cap,
+        }
+    }
+
+    /// Verifies `record` unless the very same one was verified before.
+    pub fn verify(&mut self, record: UncheckedRecord) -> Result<PeerRecord, RecordError> {
+        let digest = Self::digest(record.raw());
+        if self.seen.contains(&digest) {
+            let raw = record.raw;
+            return Ok(PeerRecord {
+                id: record.id,
+                addrs: record.addrs,
+                seq: raw.seq,
+                wire: raw,
+            });
+        }
+        let verified = record.verify()?;
+        if self.seen.len() >= self.cap {
+            self.seen.clear();
+        }
+        self.seen.insert(digest);
+        Ok(verified)
+    }
+
+    fn digest(raw: &wire::PeerRecord) -> [u8; 16] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&raw.public_key);
+        ctx.update(&raw.signature);
+        ctx.update(&signing_bytes(raw.seq, &raw.addrs));
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&ctx.finish().as_ref()[..16]);
+        out
     }
 }
 
@@ -137,5 +227,31 @@ mod tests {
         let mut junk = rec.to_wire();
         junk.addrs = vec!["not an address".into()];
         assert_eq!(PeerRecord::verify(junk), Err(RecordError::Malformed));
+    }
+
+    #[test]
+    fn the_verified_cache_skips_only_byte_identical_records() {
+        let key = Keypair::generate().unwrap();
+        let addrs: Vec<SocketAddr> = vec!["127.0.0.1:1000".parse().unwrap()];
+        let rec = PeerRecord::sign(&key, &addrs, 7);
+        let mut cache = VerifiedRecords::new(4);
+        let parse = |w: wire::PeerRecord| UncheckedRecord::parse(w).unwrap();
+        assert_eq!(cache.verify(parse(rec.to_wire())), Ok(rec.clone()));
+        // Seen before: accepted again (from the cache).
+        assert_eq!(cache.verify(parse(rec.to_wire())), Ok(rec.clone()));
+        // The same key and signature over other addresses or another seq is checked,
+        // and fails, cache or not.
+        let mut moved = rec.to_wire();
+        moved.addrs = vec!["10.6.6.6:1".into()];
+        assert_eq!(cache.verify(parse(moved)), Err(RecordError::BadSignature));
+        let mut bumped = rec.to_wire();
+        bumped.seq = 8;
+        assert_eq!(cache.verify(parse(bumped)), Err(RecordError::BadSignature));
+        // Full: cleared, and still correct.
+        for seq in 0..6 {
+            let r = PeerRecord::sign(&key, &addrs, seq);
+            assert_eq!(cache.verify(parse(r.to_wire())), Ok(r));
+        }
+        assert!(cache.seen.len() <= 4);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::identity::PeerId;
 use crate::kad::key::{distance, key_of, Key};
-use crate::kad::record::PeerRecord;
+use crate::kad::record::{PeerRecord, UncheckedRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -16,9 +16,37 @@ enum State {
     Failed,
 }
 
+/// A candidate's record: from our own table (verified), or from an answer and not
+/// verified until the lookup decides to contact it.
+#[derive(Debug, Clone)]
+enum Contact {
+    Verified(PeerRecord),
+    Unchecked {
+        record: UncheckedRecord,
+        /// Who told us: blamed if the record turns out forged.
+        from: PeerId,
+    },
+}
+
+impl Contact {
+    fn id(&self) -> &PeerId {
+        match self {
+            Contact::Verified(r) => &r.id,
+            Contact::Unchecked { record, .. } => &record.id,
+        }
+    }
+
+    fn has_addrs(&self) -> bool {
+        match self {
+            Contact::Verified(r) => !r.addrs.is_empty(),
+            Contact::Unchecked { record, .. } => !record.addrs.is_empty(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Candidate {
-    record: PeerRecord,
+    record: Contact,
     state: State,
     path: usize,
     /// Hops from us: 1 for nodes from our own table.
@@ -35,9 +63,12 @@ pub struct Lookup {
     local: PeerId,
     /// By distance to the target.
     candidates: BTreeMap<Key, Candidate>,
-    /// Providers found (GetProviders lookups).
-    pub providers: HashMap<PeerId, PeerRecord>,
+    /// Providers found (GetProviders lookups), unverified, with who named them.
+    providers: HashMap<PeerId, (UncheckedRecord, PeerId)>,
 }
+
+/// Most providers one lookup collects.
+const MAX_LOOKUP_PROVIDERS: usize = 64;
 
 impl Lookup {
     /// A lookup of `target` seeded with records from our table.
@@ -60,7 +91,7 @@ impl Lookup {
         };
         for (i, r) in seeds.into_iter().enumerate() {
             let path = i % lookup.paths;
-            lookup.add(r, path, 1);
+            lookup.add(Contact::Verified(r), path, 1);
         }
         lookup
     }
@@ -70,11 +101,11 @@ impl Lookup {
         &self.target
     }
 
-    fn add(&mut self, record: PeerRecord, path: usize, hop: u32) {
-        if record.id == self.local || record.addrs.is_empty() {
+    fn add(&mut self, record: Contact, path: usize, hop: u32) {
+        if *record.id() == self.local || !record.has_addrs() {
             return;
         }
-        let d = distance(&key_of(&record.id), &self.target);
+        let d = distance(&key_of(record.id()), &self.target);
         self.candidates.entry(d).or_insert(Candidate {
             record,
             state: State::Waiting,
@@ -92,8 +123,13 @@ impl Lookup {
         }
     }
 
-    /// Nodes to query now (each now counts as in flight).
-    pub fn next_queries(&mut self) -> Vec<PeerRecord> {
+    /// Nodes to query now (each now counts as in flight). A candidate learned from an
+    /// answer is first passed to `verify` (with who named it); one that fails counts
+    /// as a failed node and the next is taken instead.
+    pub fn next_queries(
+        &mut self,
+        mut verify: impl FnMut(UncheckedRecord, PeerId) -> Option<PeerRecord>,
+    ) -> Vec<PeerRecord> {
         let mut out = Vec::new();
         for path in 0..self.paths {
             let in_flight = self
@@ -110,8 +146,19 @@ impl Lookup {
                 match c.state {
                     State::Failed => continue,
                     State::Waiting => {
+                        if let Contact::Unchecked { record, from } = &c.record {
+                            match verify(record.clone(), *from) {
+                                Some(r) => c.record = Contact::Verified(r),
+                                None => {
+                                    c.state = State::Failed;
+                                    continue;
+                                }
+                            }
+                        }
+                        if let Contact::Verified(r) = &c.record {
+                            out.push(r.clone());
+                        }
                         c.state = State::InFlight;
-                        out.push(c.record.clone());
                         budget -= 1;
                     }
                     State::InFlight | State::Responded => {}
@@ -127,12 +174,13 @@ impl Lookup {
         self.candidates.get_mut(&d)
     }
 
-    /// `peer` answered with closer nodes (and providers, for GetProviders).
+    /// `peer` answered with closer nodes (and providers, for GetProviders), their
+    /// records not yet verified.
     pub fn on_response(
         &mut self,
         peer: &PeerId,
-        closer: Vec<PeerRecord>,
-        providers: Vec<PeerRecord>,
+        closer: Vec<UncheckedRecord>,
+        providers: Vec<UncheckedRecord>,
     ) {
         let Some(c) = self.find(peer) else { return };
         if c.state != State::InFlight {
@@ -140,11 +188,15 @@ impl Lookup {
         }
         c.state = State::Responded;
         let (path, hop) = (c.path, c.hop);
-        for r in closer.into_iter().take(self.k) {
-            self.add(r, path, hop + 1);
+        for record in closer.into_iter().take(self.k) {
+            let from = *peer;
+            self.add(Contact::Unchecked { record, from }, path, hop + 1);
         }
         for p in providers {
-            self.providers.entry(p.id).or_insert(p);
+            if self.providers.len() >= MAX_LOOKUP_PROVIDERS {
+                break;
+            }
+            self.providers.entry(p.id).or_insert((p, *peer));
         }
     }
 
@@ -182,9 +234,29 @@ impl Lookup {
             .take(self.k)
             .collect();
         let hops = answered.iter().map(|c| c.hop).max().unwrap_or(0);
-        (
-            answered.into_iter().map(|c| c.record.clone()).collect(),
-            hops,
-        )
+        // Only contacted candidates answer, and contacting verifies.
+        let records = answered
+            .into_iter()
+            .filter_map(|c| match &c.record {
+                Contact::Verified(r) => Some(r.clone()),
+                Contact::Unchecked { .. } => None,
+            })
+            .collect();
+        (records, hops)
+    }
+
+    /// The providers found, each passed to `verify` (with who named it); those that
+    /// fail are left out.
+    pub fn take_providers(
+        &mut self,
+        mut verify: impl FnMut(UncheckedRecord, PeerId) -> Option<PeerRecord>,
+    ) -> Vec<PeerRecord> {
+        let mut found: Vec<(UncheckedRecord, PeerId)> =
+            std::mem::take(&mut self.providers).into_values().collect();
+        found.sort_by_key(|(r, _)| r.id);
+        found
+            .into_iter()
+            .filter_map(|(r, from)| verify(r, from))
+            .collect()
     }
 }

@@ -26,7 +26,7 @@ use crate::wire;
 use key::{key_in_bucket, Key};
 use lookup::Lookup;
 use providers::ProviderStore;
-use record::PeerRecord;
+use record::{PeerRecord, UncheckedRecord, VerifiedRecords};
 use table::{Insert, RoutingTable, TableConfig};
 
 /// The channel Kademlia RPCs ride on.
@@ -178,8 +178,8 @@ pub struct Kademlia {
     providers: ProviderStore,
     provided: Map<Key, Instant>,
     rates: RateTable<PeerId>,
-    /// Records already verified, by signature: each is checked once, not per copy.
-    verified: Map<Vec<u8>, PeerRecord>,
+    /// Records verified lately: each is checked once, not per copy.
+    verified: VerifiedRecords,
     outputs: VecDeque<KadOutput>,
     results: VecDeque<LookupResult>,
     rng: Rng,
@@ -215,7 +215,7 @@ impl Kademlia {
             deadlines: std::collections::BTreeSet::new(),
             provided: Map::default(),
             rates,
-            verified: Map::default(),
+            verified: VerifiedRecords::new(MAX_VERIFIED),
             outputs: VecDeque::new(),
             results: VecDeque::new(),
             rng,
@@ -259,24 +259,31 @@ impl Kademlia {
     }
 }
 
-/// Most verified records remembered.
-const MAX_VERIFIED: usize = 8192;
+/// Record digests remembered as verified (16 bytes each).
+const MAX_VERIFIED: usize = 2048;
 
 impl Kademlia {
-    /// Verifies `raw`, skipping the signature check for a byte-identical record
-    /// verified before.
+    /// Verifies the record a peer sent about itself; one seen before is not
+    /// checked again.
     fn verify_record(&mut self, raw: wire::PeerRecord) -> Result<PeerRecord, record::RecordError> {
-        if let Some(known) = self.verified.get(&raw.signature) {
-            if known.to_wire() == raw {
-                return Ok(known.clone());
-            }
+        self.verified.verify(UncheckedRecord::parse(raw)?)
+    }
+}
+
+/// Verifies a record `from` named in an answer, now that it is about to be used.
+/// A forgery is put on `forgers`.
+fn check_named(
+    verified: &mut VerifiedRecords,
+    forgers: &mut Vec<PeerId>,
+    record: UncheckedRecord,
+    from: PeerId,
+) -> Option<PeerRecord> {
+    match verified.verify(record) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            forgers.push(from);
+            None
         }
-        let rec = PeerRecord::verify(raw)?;
-        if self.verified.len() >= MAX_VERIFIED {
-            self.verified.clear();
-        }
-        self.verified.insert(rec.to_wire().signature, rec.clone());
-        Ok(rec)
     }
 }
 

@@ -80,7 +80,11 @@ impl Kademlia {
         let Some(run) = self.lookups.get_mut(&id) else {
             return;
         };
-        let queries = run.lookup.next_queries();
+        let mut forgers = Vec::new();
+        let verified = &mut self.verified;
+        let queries = run
+            .lookup
+            .next_queries(|r, from| check_named(verified, &mut forgers, r, from));
         let target = *run.lookup.target();
         let kind = run.kind;
         for r in queries {
@@ -96,6 +100,7 @@ impl Kademlia {
             };
             self.request(r.id, r.addrs.clone(), body, Some(id), false, now);
         }
+        self.report_forgers(forgers);
         let done = self.lookups.get(&id).is_some_and(|r| r.lookup.is_done());
         if done {
             if let Some(run) = self.lookups.remove(&id) {
@@ -104,7 +109,7 @@ impl Kademlia {
         }
     }
 
-    pub(super) fn finish(&mut self, id: LookupId, run: RunningLookup, now: Instant) {
+    pub(super) fn finish(&mut self, id: LookupId, mut run: RunningLookup, now: Instant) {
         let (closest, hops) = run.lookup.result();
         let target = *run.lookup.target();
         match run.kind {
@@ -125,7 +130,12 @@ impl Kademlia {
             LookupKind::Bootstrap => self.refresh(now, true),
             _ => {}
         }
-        let mut providers: Vec<PeerRecord> = run.lookup.providers.values().cloned().collect();
+        let mut forgers = Vec::new();
+        let verified = &mut self.verified;
+        let mut providers = run
+            .lookup
+            .take_providers(|r, from| check_named(verified, &mut forgers, r, from));
+        self.report_forgers(forgers);
         if run.kind == LookupKind::GetProviders {
             providers.extend(self.providers.get(&target, now));
             providers.sort_by_key(|p| p.id);
@@ -140,6 +150,15 @@ impl Kademlia {
             hops,
             elapsed: now.saturating_duration_since(run.started),
         });
+    }
+
+    /// Those who passed on forged records: one report each, however many they forged.
+    fn report_forgers(&mut self, mut forgers: Vec<PeerId>) {
+        forgers.sort_unstable();
+        forgers.dedup();
+        for peer in forgers {
+            self.misbehaved(peer, "forged peer record");
+        }
     }
 
     /// Random lookups in buckets not refreshed lately (all of them when joining).

@@ -189,7 +189,7 @@ impl Kademlia {
         except: PeerId,
     ) -> Vec<wire::PeerRecord> {
         self.table
-            .closest(key, k + 1)
+            .closest_refs(key, k + 1)
             .into_iter()
             .filter(|r| r.id != except)
             .take(k)
@@ -224,22 +224,23 @@ impl Kademlia {
         if pending.table_ping {
             self.table.ping_result(from, true, now);
         }
-        let mut forged = false;
-        let mut verify = |kad: &mut Self, list: Vec<wire::PeerRecord>| -> Vec<PeerRecord> {
+        // Shapes only: signatures are checked when a record is about to be used.
+        let mut malformed = false;
+        let mut parse = |list: Vec<wire::PeerRecord>| -> Vec<UncheckedRecord> {
             list.into_iter()
-                .filter_map(|r| match kad.verify_record(r) {
+                .filter_map(|r| match UncheckedRecord::parse(r) {
                     Ok(r) => Some(r),
                     Err(_) => {
-                        forged = true;
+                        malformed = true;
                         None
                     }
                 })
                 .collect()
         };
-        let closer = verify(self, resp.closer);
-        let providers = verify(self, resp.providers);
-        if forged {
-            self.misbehaved(from, "forged peer record");
+        let closer = parse(resp.closer);
+        let providers = parse(resp.providers);
+        if malformed {
+            self.misbehaved(from, "malformed peer record");
         }
         if let Some(id) = pending.lookup {
             if let Some(run) = self.lookups.get_mut(&id) {

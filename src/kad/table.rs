@@ -22,6 +22,10 @@ pub struct TableConfig {
     pub max_per_subnet_table: usize,
     /// How long an evict-candidate's ping may take.
     pub ping_timeout: Duration,
+    /// An entry heard from within this is alive enough: a newcomer to its full
+    /// bucket waits in the replacement cache without a ping. (Pinging on every
+    /// newcomer made joining cost a connection per contact.)
+    pub fresh_for: Duration,
 }
 
 impl Default for TableConfig {
@@ -32,6 +36,7 @@ impl Default for TableConfig {
             max_per_subnet_bucket: 2,
             max_per_subnet_table: 10,
             ping_timeout: Duration::from_secs(2),
+            fresh_for: Duration::from_secs(60),
         }
     }
 }
@@ -168,7 +173,9 @@ impl RoutingTable {
         if bucket.replacements.len() > k {
             bucket.replacements.remove(0);
         }
-        if bucket.pinging.is_some() {
+        let fresh =
+            now.saturating_duration_since(bucket.entries[0].last_seen) < self.config.fresh_for;
+        if bucket.pinging.is_some() || fresh {
             return Insert::Cached;
         }
         let lrs = bucket.entries[0].record.id;
@@ -278,14 +285,27 @@ impl RoutingTable {
 
     /// The `n` known records closest to `key`.
     pub fn closest(&self, key: &Key, n: usize) -> Vec<PeerRecord> {
+        self.closest_refs(key, n).into_iter().cloned().collect()
+    }
+
+    /// The `n` records closest to `key`, nearest first, borrowed (nothing cloned
+    /// but the `n` chosen, by the caller).
+    pub fn closest_refs(&self, key: &Key, n: usize) -> Vec<&PeerRecord> {
         let mut all: Vec<(Key, &PeerRecord)> = self
             .buckets
             .iter()
             .flat_map(|b| b.entries.iter())
             .map(|e| (distance(&key_of(&e.record.id), key), &e.record))
             .collect();
+        if n == 0 {
+            return Vec::new();
+        }
+        if all.len() > n {
+            all.select_nth_unstable_by_key(n - 1, |a| a.0);
+            all.truncate(n);
+        }
         all.sort_unstable_by_key(|a| a.0);
-        all.into_iter().take(n).map(|(_, r)| r.clone()).collect()
+        all.into_iter().map(|(_, r)| r).collect()
     }
 
     /// Every record, bucket by bucket (farthest bucket first).
@@ -364,9 +384,13 @@ mod tests {
                 in_far.push(r);
             }
         }
+        let then = now;
         for r in &in_far[..20] {
-            assert_eq!(t.insert(r.clone(), None, now), Insert::Added);
+            assert_eq!(t.insert(r.clone(), None, then), Insert::Added);
         }
+        // While the least recent entry was heard from lately, a newcomer only waits.
+        assert_eq!(t.insert(in_far[20].clone(), None, then), Insert::Cached);
+        let now = then + TableConfig::default().fresh_for;
         let lrs = in_far[0].id;
         assert_eq!(
             t.insert(in_far[20].clone(), None, now),
@@ -397,9 +421,11 @@ mod tests {
                 far.push(r);
             }
         }
-        for r in &far {
+        for r in &far[..20] {
             t.insert(r.clone(), None, now);
         }
+        let now = now + TableConfig::default().fresh_for;
+        t.insert(far[20].clone(), None, now);
         assert_eq!(t.next_ping_deadline(), Some(now + Duration::from_secs(2)));
         assert_eq!(
             t.expire_pings(now + Duration::from_secs(2)),

@@ -300,19 +300,25 @@ fn providers_are_found_and_expire_at_their_ttl() {
 fn forged_and_replayed_records_are_rejected_and_reported() {
     let mut net = build(30, KadConfig::default(), 31);
     let now = net.now;
-    let (victim, liar, asker) = (net.id(1), 2usize, 3usize);
-    // The liar answers a request from `asker` with a forged record of the victim.
-    let req_id = 777;
-    let liar_peer = net.id(liar);
-    net.nodes[asker].track(
-        req_id,
-        Pending {
-            peer: liar_peer,
-            deadline: now + Duration::from_secs(5),
-            lookup: None,
-            table_ping: false,
-        },
-    );
+    let (victim, asker) = (net.id(1), 3usize);
+    // The asker looks the victim up without knowing it; the first peer it asks lies,
+    // answering with a forged record of the victim. Records in answers are verified
+    // when the lookup is about to use them: the victim is the closest candidate, so
+    // the forgery is checked at once, refused and blamed on the liar.
+    net.nodes[asker].table.remove(&victim);
+    net.nodes[asker].find_node(*victim.as_bytes(), now).unwrap();
+    let (liar_id, req_id) = std::iter::from_fn(|| net.nodes[asker].poll_output())
+        .find_map(|out| match out {
+            KadOutput::Send { peer, bytes, .. } => match wire::KadMessage::decode(&bytes[..]) {
+                Ok(wire::KadMessage {
+                    msg: Some(wire::kad_message::Msg::Request(r)),
+                }) => Some((peer, r.id)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap();
+    let liar = (0..30).find(|&i| net.id(i) == liar_id).unwrap();
     let mut forged = net.nodes[1].local_record().to_wire();
     forged.addrs = vec!["6.6.6.6:666".into()];
     let resp = wire::KadResponse {
@@ -325,14 +331,16 @@ fn forged_and_replayed_records_are_rejected_and_reported() {
         msg: Some(wire::kad_message::Msg::Response(resp)),
     }
     .encode_to_vec();
-    let liar_id = net.id(liar);
     net.nodes[asker].handle_message(liar_id, None, &bytes, now);
+    assert!(
+        std::iter::from_fn(|| net.nodes[asker].poll_output()).any(|out| matches!(
+            out,
+            KadOutput::Misbehaved { peer, reason: "forged peer record", .. } if peer == liar_id
+        )),
+        "the forged record was not reported"
+    );
     net.touch(asker);
     net.pump();
-    assert!(net
-        .misbehaved
-        .iter()
-        .any(|(i, p, r)| *i == asker && *p == liar_id && *r == "forged peer record"));
     if let Some(rec) = net.nodes[asker].table().get(&victim) {
         assert_ne!(
             rec.addrs,

@@ -313,6 +313,11 @@ impl Simulation {
             .collect()
     }
 
+    /// Node `n`'s counters (looked at, not charged as work).
+    pub fn metrics(&self, n: usize) -> crate::Metrics {
+        self.engine.nodes[n].core.metrics()
+    }
+
     /// The link model.
     pub fn model(&self) -> LinkModel {
         self.engine.model

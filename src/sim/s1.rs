@@ -253,6 +253,7 @@ pub fn run_s1(opts: &S1Options, progress: &mut dyn FnMut(&str)) -> S1Report {
     ));
 
     progress(&format!("events while joining: {:?}", sim.event_counts()));
+    progress(&join_cost(&sim));
     let dups_before: u64 = (0..sim.len()).map(|n| sim.duplicates(n, TOPIC)).sum();
     let bytes_before = sim.bytes_written();
     let deliveries_before = sim.deliveries().len();
@@ -352,4 +353,39 @@ pub fn run_s1(opts: &S1Options, progress: &mut dyn FnMut(&str)) -> S1Report {
         peak_rss_mb: 0.0,
         trace_hash: sim.trace().hex(),
     }
+}
+
+/// What joining cost, summed over all nodes: dials, handshakes and DHT traffic.
+fn join_cost(sim: &Simulation) -> String {
+    let (mut dials, mut handshakes, mut kad_sent, mut kad_bytes) = (0u64, 0u64, 0u64, 0u64);
+    for n in 0..sim.len() {
+        let m = sim.metrics(n);
+        dials += m.dials;
+        handshakes += m.handshakes_ok;
+        if let Some(c) = m.channels.get(&crate::kad::KAD_CHANNEL) {
+            kad_sent += c.sent_msgs;
+            kad_bytes += c.sent_bytes;
+        }
+    }
+    let mut reasons: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    for n in 0..sim.len() {
+        let m = sim.metrics(n);
+        for (k, v) in m
+            .disconnects
+            .iter()
+            .chain(&m.refused)
+            .chain(&m.handshakes_failed)
+        {
+            *reasons.entry(k).or_default() += v;
+        }
+    }
+    let per = |x: u64| x as f64 / sim.len().max(1) as f64;
+    format!(
+        "join cost per node: {:.1} dials, {:.1} handshakes, {:.1} DHT messages sent ({:.0} bytes); ends: {:?}",
+        per(dials),
+        per(handshakes),
+        per(kad_sent),
+        per(kad_bytes),
+        reasons
+    )
 }
