@@ -12,7 +12,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: sim [--nodes N] [--msgs M] [--size S] [--interval-ms I] [--seed X] \
          [--model regions|zero] [--config meshwire|gossipsub12] [--free-cpu] [--calibrate] \
-         [--set knob=value ...]  knobs: d, d_lo, d_hi, d_lazy, d_eager_min, choke (0/1), \
+         [--set knob=value ...]  knobs: d, d_lo, d_hi, d_max, d_lazy, d_eager_min, choke (0/1), \
          idontwant_first_fragment (0/1), idontwant (0/1)"
     );
     std::process::exit(2)
@@ -62,6 +62,7 @@ fn main() {
             "d" => g.d = n,
             "d_lo" => g.d_lo = n,
             "d_hi" => g.d_hi = n,
+            "d_max" => g.d_max = n,
             "d_lazy" => g.d_lazy = n,
             "d_eager_min" => g.d_eager_min = n,
             "choke" => g.choke_duplicates = if n == 0 { u32::MAX } else { 3 },

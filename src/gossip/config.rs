@@ -9,8 +9,14 @@ pub struct GossipConfig {
     pub d: usize,
     /// Below this, the heartbeat grafts.
     pub d_lo: usize,
-    /// Above this, the heartbeat prunes.
+    /// Above this, the heartbeat prunes (down to `d`).
     pub d_hi: usize,
+    /// Most mesh peers. Grafts are accepted beyond `d_hi` up to this, and the next
+    /// heartbeat trims the mesh to `d`: refusing at `d_hi` left meshes of early
+    /// nodes full for good, and nodes that joined later short of peers (S1, 1,000
+    /// nodes: meshes not complete after 60 s; with this, 300 nodes complete 3.5 s
+    /// after the last one joins).
+    pub d_max: usize,
     /// Peers outside the mesh that get IHAVE gossip each heartbeat.
     pub d_lazy: usize,
     /// Mesh links per topic that always stay eager (never choked).
@@ -92,6 +98,7 @@ impl Default for GossipConfig {
             d: 8,
             d_lo: 6,
             d_hi: 12,
+            d_max: 18,
             d_lazy: 6,
             d_eager_min: 2,
             heartbeat: Duration::from_millis(200),

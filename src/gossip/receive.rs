@@ -259,12 +259,12 @@ impl Router {
 
     pub(super) fn handle_graft(&mut self, from: PeerId, topic: String, now: Instant) {
         let score = self.score(&from);
-        let d_hi = self.config.d_hi;
+        let d_max = self.config.d_max.max(self.config.d_hi);
         let Some(t) = self.topics.get_mut(&topic) else {
             return self.prune(&topic, from, now);
         };
         let backing_off = t.backoff.get(&from).is_some_and(|until| *until > now);
-        if !t.subscribed || score < 0.0 || backing_off || t.mesh.len() >= d_hi {
+        if !t.subscribed || score < 0.0 || backing_off || t.mesh.len() >= d_max {
             if backing_off {
                 self.penalize(from, Penalty::GraftDuringBackoff);
             }

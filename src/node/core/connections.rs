@@ -285,7 +285,12 @@ impl NodeCore {
                         && e.conn.is_established()
                 })
                 .count();
-            if self.kad.is_none() || (inbound && inbound_lookups > max) {
+            // At the cap, a newcomer takes the place of one that has been quiet a
+            // while (a joiner served and gone silent), so a seed node serves joiners
+            // at the rate it answers them, not one per idle timeout.
+            let full =
+                inbound && inbound_lookups > max && !self.evict_quiet_inbound_lookup(id, now);
+            if self.kad.is_none() || full {
                 Metrics::count(&mut self.metrics.refused, "max_lookup_conns");
                 self.close_conn(id, LocalClose::TooManyPeers, false, now);
                 return;

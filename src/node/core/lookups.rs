@@ -171,4 +171,27 @@ impl NodeCore {
         self.close_conn(id, LocalClose::Requested, true, now);
         true
     }
+
+    /// Closes the inbound lookup-only connection (other than `keep`) quiet longest,
+    /// if it has been quiet for [`LOOKUP_QUIET`]; `false` if none has.
+    pub(super) fn evict_quiet_inbound_lookup(&mut self, keep: ConnId, now: Instant) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(id, e)| {
+                **id != keep
+                    && e.lookup_only
+                    && e.conn.direction() == Direction::Inbound
+                    && e.conn.is_established()
+                    && !e.conn.is_closing()
+                    && e.last_active + LOOKUP_QUIET <= now
+            })
+            .min_by_key(|(id, e)| (e.last_active, **id))
+            .map(|(id, _)| *id);
+        let Some(id) = victim else {
+            return false;
+        };
+        self.close_conn(id, LocalClose::Requested, true, now);
+        true
+    }
 }

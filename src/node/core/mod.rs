@@ -62,6 +62,8 @@ const DUPLICATE_GRACE: Duration = Duration::from_secs(5);
 const PX_REFRESH: Duration = Duration::from_secs(5);
 /// Bootstrap peers are redialed this often while the DHT table is empty.
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
+/// An inbound lookup-only connection quiet this long may make room for a new one.
+const LOOKUP_QUIET: Duration = Duration::from_secs(1);
 
 struct Entry {
     conn: Connection,
