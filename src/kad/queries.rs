@@ -161,7 +161,7 @@ impl Kademlia {
         }
     }
 
-    /// Random lookups in buckets not refreshed lately (all of them when joining).
+    /// Random lookups in buckets not refreshed lately (the empty ones when joining).
     pub(super) fn refresh(&mut self, now: Instant, all: bool) {
         let every = if all {
             Duration::ZERO
@@ -169,7 +169,15 @@ impl Kademlia {
             self.config.refresh_every
         };
         let local = *self.local.as_bytes();
+        // Joining fills only the buckets the own-id lookup left empty: the others
+        // fill as the network's lookups pass by, and by the periodic refresh. A
+        // random lookup per bucket cost about twenty connections each (S1, 300
+        // nodes: 83 dials per node joining, 52 without).
+        let sizes: Map<usize, usize> = self.table.bucket_sizes().into_iter().collect();
         for index in self.table.stale_buckets(now, every) {
+            if all && sizes.contains_key(&index) {
+                continue;
+            }
             let mut random = [0u8; 32];
             for chunk in random.chunks_mut(8) {
                 chunk.copy_from_slice(&self.rng.next_u64().to_le_bytes());
