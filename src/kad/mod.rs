@@ -171,7 +171,8 @@ pub struct Kademlia {
     local: PeerId,
     record: PeerRecord,
     table: RoutingTable,
-    lookups: Map<LookupId, RunningLookup>,
+    /// By id, which grows with the start time: the first is the oldest.
+    lookups: std::collections::BTreeMap<LookupId, RunningLookup>,
     pending: Map<u64, Pending>,
     /// The pending requests' deadlines, in order: the next one without a scan.
     deadlines: std::collections::BTreeSet<(Instant, u64)>,
@@ -210,7 +211,7 @@ impl Kademlia {
             ),
             next_refresh: now + config.refresh_every,
             config,
-            lookups: Map::default(),
+            lookups: std::collections::BTreeMap::new(),
             pending: Map::default(),
             deadlines: std::collections::BTreeSet::new(),
             provided: Map::default(),

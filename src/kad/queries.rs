@@ -274,7 +274,7 @@ impl Kademlia {
         if let Some(t) = self.table.next_ping_deadline() {
             at = at.min(t);
         }
-        if let Some(started) = self.lookups.values().map(|r| r.started).min() {
+        if let Some(started) = self.lookups.values().next().map(|r| r.started) {
             at = at.min(started + self.config.lookup_timeout);
         }
         for t in self.provided.values() {

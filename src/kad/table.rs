@@ -90,6 +90,9 @@ pub struct RoutingTable {
     buckets: Vec<Bucket>,
     subnets: Map<[u8; 6], usize>,
     len: usize,
+    /// Buckets with an evict-ping out: none is the usual case, and then the
+    /// deadline queries need no scan of all 256 buckets.
+    pings_out: usize,
 }
 
 impl RoutingTable {
@@ -101,6 +104,7 @@ impl RoutingTable {
             buckets: vec![Bucket::default(); 256],
             subnets: Map::default(),
             len: 0,
+            pings_out: 0,
         }
     }
 
@@ -180,6 +184,7 @@ impl RoutingTable {
         }
         let lrs = bucket.entries[0].record.id;
         bucket.pinging = Some((lrs, now + self.config.ping_timeout));
+        self.pings_out += 1;
         Insert::PingLeastRecent(lrs)
     }
 
@@ -216,6 +221,7 @@ impl RoutingTable {
         let bucket = &mut self.buckets[index];
         if bucket.pinging.is_some_and(|(p, _)| p == peer) {
             bucket.pinging = None;
+            self.pings_out -= 1;
         }
         if alive {
             if let Some(pos) = bucket.entries.iter().position(|e| e.record.id == peer) {
@@ -230,6 +236,9 @@ impl RoutingTable {
 
     /// Pings that took too long count as failures; returns the peers evicted.
     pub fn expire_pings(&mut self, now: Instant) -> Vec<PeerId> {
+        if self.pings_out == 0 {
+            return Vec::new();
+        }
         let overdue: Vec<PeerId> = self
             .buckets
             .iter()
@@ -243,6 +252,9 @@ impl RoutingTable {
 
     /// The earliest evict-ping deadline.
     pub fn next_ping_deadline(&self) -> Option<Instant> {
+        if self.pings_out == 0 {
+            return None;
+        }
         self.buckets
             .iter()
             .filter_map(|b| b.pinging.map(|(_, d)| d))
