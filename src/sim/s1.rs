@@ -256,6 +256,7 @@ pub fn run_s1(opts: &S1Options, progress: &mut dyn FnMut(&str)) -> S1Report {
     progress(&join_cost(&sim));
     let dups_before: u64 = (0..sim.len()).map(|n| sim.duplicates(n, TOPIC)).sum();
     let bytes_before = sim.bytes_written();
+    let gossip_before = gossip_bytes(&sim);
     let deliveries_before = sim.deliveries().len();
     let mut rng = Rng::new(opts.seed ^ 0x7075_626c);
     let mut published: Vec<(MessageId, usize, Duration, Vec<Option<Duration>>)> = Vec::new();
@@ -287,6 +288,7 @@ pub fn run_s1(opts: &S1Options, progress: &mut dyn FnMut(&str)) -> S1Report {
     sim.run_until(end);
 
     progress(&format!("events in all: {:?}", sim.event_counts()));
+    progress(&publish_bytes(&sim, bytes_before, gossip_before));
     let n = sim.len();
     let index: crate::collections::Map<MessageId, usize> = published
         .iter()
@@ -387,5 +389,30 @@ fn join_cost(sim: &Simulation) -> String {
         per(kad_sent),
         per(kad_bytes),
         reasons
+    )
+}
+
+/// Gossip payload bytes sent so far on the nodes' connections now open.
+fn gossip_bytes(sim: &Simulation) -> u64 {
+    (0..sim.len())
+        .filter_map(|n| {
+            let m = sim.metrics(n);
+            m.channels
+                .get(&crate::gossip::GOSSIP_CHANNEL)
+                .map(|c| c.sent_bytes)
+        })
+        .sum()
+}
+
+/// How much of the publish phase's bytes the gossip channel took (counted on the
+/// connections still open at both ends of the phase; the rest is the DHT,
+/// framing, keepalives and handshakes).
+fn publish_bytes(sim: &Simulation, bytes_before: u64, gossip_before: u64) -> String {
+    let total = (sim.bytes_written() - bytes_before).max(1) as f64;
+    let gossip = gossip_bytes(sim).saturating_sub(gossip_before) as f64;
+    format!(
+        "publish-phase bytes: {:.0} MB, of which gossip payload {:.1}%",
+        total / 1e6,
+        100.0 * gossip / total
     )
 }
