@@ -63,7 +63,10 @@ const PX_REFRESH: Duration = Duration::from_secs(5);
 /// Bootstrap peers are redialed this often while the DHT table is empty.
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(2);
 /// An inbound lookup-only connection quiet this long may make room for a new one.
-const LOOKUP_QUIET: Duration = Duration::from_secs(1);
+/// A joiner's request to a seed is answered in one round trip and the joiner then
+/// moves on: at 1 s, three seeds took about 150 joiners a second between them, and
+/// of 10,000 joining within 10 s (S1), 1,283 had not got in after 60 s.
+const LOOKUP_QUIET: Duration = Duration::from_millis(250);
 
 struct Entry {
     conn: Connection,
