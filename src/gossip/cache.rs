@@ -2,6 +2,7 @@
 
 use crate::collections::Map;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::gossip::message::MessageId;
@@ -73,11 +74,45 @@ impl SeenCache {
     }
 }
 
+/// A cached message, in the form it is forwarded in.
+#[derive(Debug, Clone)]
+pub enum Cached {
+    /// A whole message.
+    Whole(wire::GossipMessage),
+    /// A streamed message: its head and its encoded chunk RPCs.
+    Stream(wire::StreamHead, Vec<Arc<Vec<u8>>>),
+}
+
+impl Cached {
+    /// Its topic.
+    pub fn topic(&self) -> &str {
+        match self {
+            Cached::Whole(m) => &m.topic,
+            Cached::Stream(h, _) => &h.topic,
+        }
+    }
+
+    /// Bytes it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Cached::Whole(m) => m.data.len(),
+            Cached::Stream(h, chunks) => {
+                h.chunk_hashes.len() + chunks.iter().map(|c| c.len()).sum::<usize>()
+            }
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Messages of the last few heartbeats, for IWANT answers and IHAVE gossip.
 #[derive(Debug)]
 pub struct MessageCache {
     /// Each message with how often each peer got it through IWANT.
-    msgs: Map<MessageId, (wire::GossipMessage, Vec<(PeerId, u32)>)>,
+    msgs: Map<MessageId, (Cached, Vec<(PeerId, u32)>)>,
     windows: VecDeque<Vec<(MessageId, String)>>,
     history: usize,
     gossip: usize,
@@ -104,19 +139,19 @@ impl MessageCache {
         if let Some(old) = self.windows.pop_front() {
             for (id, _) in old {
                 if let Some((m, _)) = self.msgs.remove(&id) {
-                    self.bytes -= m.data.len();
+                    self.bytes -= m.len();
                 }
             }
         }
     }
 
     /// Adds a message to the current window.
-    pub fn put(&mut self, id: MessageId, msg: wire::GossipMessage) {
+    pub fn put(&mut self, id: MessageId, msg: Cached) {
         if self.msgs.contains_key(&id) {
             return;
         }
-        self.bytes += msg.data.len();
-        let topic = msg.topic.clone();
+        self.bytes += msg.len();
+        let topic = msg.topic().to_string();
         self.msgs.insert(id, (msg, Vec::new()));
         if let Some(w) = self.windows.back_mut() {
             w.push((id, topic));
@@ -134,7 +169,7 @@ impl MessageCache {
         id: &MessageId,
         peer: PeerId,
         max_replies: u32,
-    ) -> Option<&wire::GossipMessage> {
+    ) -> Option<&Cached> {
         let (msg, replies) = self.msgs.get_mut(id)?;
         match replies.iter_mut().find(|(p, _)| *p == peer) {
             Some((_, n)) if *n >= max_replies => return None,
@@ -199,9 +234,9 @@ mod tests {
             topic: "t".into(),
             ..Default::default()
         };
-        c.put([1; 32], m.clone());
+        c.put([1; 32], Cached::Whole(m.clone()));
         c.shift();
-        c.put([2; 32], m.clone());
+        c.put([2; 32], Cached::Whole(m.clone()));
         assert_eq!(c.gossip_ids("t").len(), 2);
         c.shift();
         assert_eq!(c.gossip_ids("t"), vec![[2; 32]]);

@@ -90,6 +90,33 @@ pub struct GossipConfig {
     pub announce_timeout: Duration,
     /// Announced, incomplete messages one peer may have at a time.
     pub max_announced_per_peer: usize,
+    /// Publish messages of at least `stream_min_size` bytes as a signed head and
+    /// hashed chunks, which every node forwards chunk by chunk as they arrive
+    /// (`false`: whole messages only, forwarded once complete, as GossipSub does).
+    pub cut_through: bool,
+    /// Mesh peers a relay forwards a stream to chunk by chunk; the rest of the mesh
+    /// gets it whole once it is complete and accepted (unless it said IDONTWANT by
+    /// then). Chunk-by-chunk children share the uplink chunk by chunk, so with eight
+    /// each would get the message an eighth as fast; with a few, they forward it on
+    /// almost as soon as it arrives.
+    pub stream_eager: usize,
+    /// Peers our own stream is published to (of the mesh, or of the flood targets),
+    /// one after the other, each at the full uplink rate. Each forwards it at once,
+    /// so the mesh has it sooner than if our uplink served all of it (S1, 300 nodes,
+    /// 1 MiB: latency p50 1.47 s to the whole mesh, 0.77 s to 2 of it).
+    pub stream_publish: usize,
+    /// Smallest message published as a stream.
+    pub stream_min_size: usize,
+    /// Bytes per chunk of a stream (grown for messages that would need more than
+    /// 1,024 chunks). Below the mux fragment, so that a chunk is one frame.
+    pub stream_chunk: usize,
+    /// Announced bytes of all streams being assembled at once; a head beyond is
+    /// left for later (IHAVE/IWANT), before its signature is checked.
+    pub max_assembly_bytes: usize,
+    /// Messages larger than this are published to the mesh only, not to every
+    /// subscribed peer (flood publish): flooding 1 MiB to 30 peers holds a 50 Mbit/s
+    /// uplink for 5 s.
+    pub flood_publish_max_size: usize,
 }
 
 impl Default for GossipConfig {
@@ -135,6 +162,13 @@ impl Default for GossipConfig {
             verify_burst: 2000.0,
             announce_timeout: Duration::from_secs(3),
             max_announced_per_peer: 8,
+            cut_through: true,
+            stream_eager: 3,
+            stream_publish: 2,
+            stream_min_size: 32 * 1024,
+            stream_chunk: 16 * 1024 - 64,
+            max_assembly_bytes: 64 << 20,
+            flood_publish_max_size: 32 * 1024,
         }
     }
 }

@@ -3,30 +3,29 @@
 
 use super::*;
 
-const T: &str = "t";
+pub(super) const T: &str = "t";
 
-fn key(i: u64) -> Arc<Keypair> {
+pub(super) fn key(i: u64) -> Arc<Keypair> {
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&(i + 1000).to_le_bytes());
     Arc::new(Keypair::from_seed(seed))
 }
 
-struct Harness {
-    r: Router,
-    now: Instant,
-    out: Vec<GossipOutput>,
+pub(super) struct Harness {
+    pub(super) r: Router,
+    pub(super) now: Instant,
+    pub(super) out: Vec<GossipOutput>,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
+        Self::with(GossipConfig::default(), None)
+    }
+
+    /// A router with `config` and `validator`, subscribed to `T`.
+    pub(super) fn with(config: GossipConfig, validator: Option<Validator>) -> Self {
         let now = Instant::now();
-        let mut r = Router::new(
-            GossipConfig::default(),
-            Some(key(0)),
-            None,
-            Rng::new(1),
-            now,
-        );
+        let mut r = Router::new(config, Some(key(0)), validator, Rng::new(1), now);
         r.subscribe(T, now);
         let mut h = Harness {
             r,
@@ -38,7 +37,7 @@ impl Harness {
     }
 
     /// Adds peer `i`, subscribed to `topics` (so in our mesh of those).
-    fn peer(&mut self, i: u64, topics: &[&str]) -> PeerId {
+    pub(super) fn peer(&mut self, i: u64, topics: &[&str]) -> PeerId {
         let id = key(i).peer_id();
         self.r
             .add_peer(id, IpAddr::from([10, 0, i as u8, 1]), self.now);
@@ -50,26 +49,26 @@ impl Harness {
         id
     }
 
-    fn rpc(&mut self, from: PeerId, rpc: &wire::GossipRpc) {
+    pub(super) fn rpc(&mut self, from: PeerId, rpc: &wire::GossipRpc) {
         self.raw(from, &rpc.encode_to_vec());
     }
 
-    fn raw(&mut self, from: PeerId, bytes: &[u8]) {
+    pub(super) fn raw(&mut self, from: PeerId, bytes: &[u8]) {
         self.r.handle_rpc(from, bytes, self.now);
         self.drain();
     }
 
-    fn drain(&mut self) {
+    pub(super) fn drain(&mut self) {
         while let Some(o) = self.r.poll_output() {
             self.out.push(o);
         }
     }
 
-    fn take(&mut self) -> Vec<GossipOutput> {
+    pub(super) fn take(&mut self) -> Vec<GossipOutput> {
         std::mem::take(&mut self.out)
     }
 
-    fn sent_to(out: &[GossipOutput], peer: PeerId) -> Vec<wire::GossipRpc> {
+    pub(super) fn sent_to(out: &[GossipOutput], peer: PeerId) -> Vec<wire::GossipRpc> {
         out.iter()
             .filter_map(|o| match o {
                 GossipOutput::Send { peer: p, bytes, .. } if *p == peer => {
@@ -80,7 +79,7 @@ impl Harness {
             .collect()
     }
 
-    fn penalties(out: &[GossipOutput], peer: PeerId) -> Vec<Penalty> {
+    pub(super) fn penalties(out: &[GossipOutput], peer: PeerId) -> Vec<Penalty> {
         out.iter()
             .filter_map(|o| match o {
                 GossipOutput::Penalize { peer: p, penalty } if *p == peer => Some(*penalty),
@@ -255,7 +254,7 @@ fn first_fragment(msg: &wire::GossipMessage) -> Vec<u8> {
     rpc[..256].to_vec()
 }
 
-fn idontwants(out: &[GossipOutput], to: PeerId) -> usize {
+pub(super) fn idontwants(out: &[GossipOutput], to: PeerId) -> usize {
     Harness::sent_to(out, to)
         .iter()
         .map(|r| r.idontwant.iter().map(|d| d.ids.len()).sum::<usize>())

@@ -19,7 +19,7 @@ impl Router {
         let Some((id, topic)) = message::peek_first(prefix) else {
             return;
         };
-        if self.seen.contains(&id) || self.incoming.contains(&id) {
+        if self.seen.contains(&id) || self.incoming.contains(&id) || self.assembling.contains(&id) {
             return;
         }
         let in_mesh = |t: &Topic| t.subscribed && t.mesh.contains_key(&from);
@@ -114,7 +114,9 @@ impl Router {
             let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
                 continue;
             };
-            let known = self.seen.contains(&id) || self.incoming.contains(&id);
+            let known = self.seen.contains(&id)
+                || self.incoming.contains(&id)
+                || self.assembling.contains(&id);
             if known || self.promises.contains_key(&id) || self.iwant_due.contains_key(&id) {
                 continue;
             }
@@ -134,7 +136,9 @@ impl Router {
         let mut per_peer: Map<PeerId, Vec<Vec<u8>>> = Map::default();
         for (id, peer) in due {
             self.iwant_due.remove(&id);
-            let known = self.seen.contains(&id) || self.incoming.contains(&id);
+            let known = self.seen.contains(&id)
+                || self.incoming.contains(&id)
+                || self.assembling.contains(&id);
             if known || !self.peers.contains_key(&peer) {
                 continue;
             }
@@ -151,15 +155,22 @@ impl Router {
     pub(super) fn handle_iwant(&mut self, from: PeerId, iwant: wire::IWant) {
         let max = self.config.max_iwant_replies;
         let mut msgs = Vec::new();
+        let mut streams = Vec::new();
         for raw in iwant.ids.iter().take(self.config.max_ihave_length) {
             let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
                 continue;
             };
-            if let Some(m) = self.mcache.get_for_iwant(&id, from, max) {
-                msgs.push(m.clone());
+            match self.mcache.get_for_iwant(&id, from, max) {
+                Some(Cached::Whole(m)) => msgs.push(m.clone()),
+                // The chunks are shared buffers: answering costs no copy of the data.
+                Some(Cached::Stream(head, chunks)) => streams.push((head.clone(), chunks.clone())),
+                None => {}
             }
         }
         self.rpc(from).publish.extend(msgs);
+        for (head, chunks) in streams {
+            self.send_stream(from, &head, &chunks);
+        }
     }
 
     /// Chokes mesh links that mostly brought duplicates in the last window. The

@@ -15,7 +15,13 @@ impl Router {
             .map(|(_, at)| *at)
             .min()
             .map_or(self.next_heartbeat, |at| at.min(self.next_heartbeat));
-        self.incoming.next_deadline().map_or(next, |d| d.min(next))
+        [
+            self.incoming.next_deadline(),
+            self.assembling.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(next, Instant::min)
     }
 
     /// Delayed IWANTs, then (when due) mesh maintenance, lazy gossip, choking,
@@ -23,6 +29,7 @@ impl Router {
     pub fn heartbeat(&mut self, now: Instant) {
         self.send_due_iwants(now);
         self.expire_announcements(now);
+        self.expire_streams(now);
         if now < self.next_heartbeat {
             self.flush(now);
             return;

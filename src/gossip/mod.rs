@@ -11,15 +11,19 @@
 //! validator; invalid ones are never forwarded and cost their sender score.
 
 mod announce;
+mod assembly;
 pub mod cache;
 pub mod config;
 mod lazy;
 mod mesh;
 pub mod message;
+mod outgoing;
 pub mod penalty;
 mod receive;
 pub mod rpc;
 pub mod score;
+pub mod stream;
+mod streaming;
 
 use crate::collections::{Map, Set};
 use std::collections::{HashMap, VecDeque};
@@ -36,9 +40,11 @@ use crate::rng::Rng;
 use crate::subnet::subnet;
 use crate::wire;
 use announce::Announcements;
-use cache::{MessageCache, SeenCache};
+use assembly::Assemblies;
+use cache::{Cached, MessageCache, SeenCache};
 pub use config::GossipConfig;
 pub use message::{MessageId, Validation};
+pub use outgoing::Outgoing;
 pub use penalty::Penalty;
 pub use rpc::RpcLimits;
 use score::{PeerScore, ScoreWeights};
@@ -79,8 +85,8 @@ pub enum GossipOutput {
     Send {
         /// To whom.
         peer: PeerId,
-        /// The bytes.
-        bytes: Vec<u8>,
+        /// The bytes (shared: a stream's chunk goes to several peers as one buffer).
+        bytes: Arc<Vec<u8>>,
         /// Send-by time.
         deadline: Instant,
     },
@@ -134,6 +140,10 @@ pub struct TopicMetrics {
     /// New messages skipped because their sender's signature-check budget was spent
     /// (they can still arrive from another peer, or by IWANT).
     pub over_budget: u64,
+    /// Stream heads left for later because too many streams were assembling.
+    pub streams_deferred: u64,
+    /// Streams given up at their deadline (then fetched from another peer).
+    pub streams_expired: u64,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +192,13 @@ pub struct Router {
     promises: Map<MessageId, (PeerId, Instant)>,
     /// Ids announced by the first fragment of a message still arriving.
     incoming: Announcements,
+    /// Streamed messages still arriving.
+    assembling: Assemblies,
+    /// Chunk RPCs to send once the RPCs queued before them (their heads) are out.
+    chunk_sends: Vec<(PeerId, Arc<Vec<u8>>)>,
+    /// Origins whose messages the validator rejected lately: their streams are
+    /// forwarded only once complete and accepted (bounded; oldest go first).
+    suspect_origins: VecDeque<PeerId>,
     /// IWANTs waiting for their delay: id -> (peer, send at).
     iwant_due: Map<MessageId, (PeerId, Instant)>,
     pending: Map<PeerId, wire::GossipRpc>,
@@ -209,6 +226,9 @@ impl Router {
         Router {
             seen: SeenCache::new(config.seen_ttl, config.seen_max),
             incoming: Announcements::default(),
+            assembling: Assemblies::default(),
+            chunk_sends: Vec::new(),
+            suspect_origins: VecDeque::new(),
             mcache: MessageCache::new(
                 config.history_length,
                 config.history_gossip,
@@ -266,7 +286,9 @@ impl Router {
     pub fn remove_peer(&mut self, peer: &PeerId) {
         self.peers.remove(peer);
         self.incoming.forget_peer(peer);
+        self.assembling.forget_peer(peer);
         self.pending.remove(peer);
+        self.chunk_sends.retain(|(p, _)| p != peer);
         for t in self.topics.values_mut() {
             t.mesh.remove(peer);
         }
@@ -366,16 +388,27 @@ impl Router {
         }
         self.seqno = self.seqno.wrapping_add(1);
         let key = if self.config.sign {
-            self.key.as_deref()
+            self.key.clone()
         } else {
             None
         };
-        let mut msg = message::build(key, topic, self.seqno, data);
-        msg.hops = 1;
-        self.publish_message(msg, now)
+        let out = Outgoing::build(&self.config, key.as_deref(), topic, self.seqno, data);
+        self.publish_outgoing(out, now)
     }
 
     /// Publishes a message built (and signed) elsewhere, e.g. on the caller's thread.
+    pub fn publish_outgoing(
+        &mut self,
+        out: Outgoing,
+        now: Instant,
+    ) -> Result<MessageId, PublishError> {
+        match out {
+            Outgoing::Whole(msg) => self.publish_message(msg, now),
+            Outgoing::Stream(head, chunks) => self.publish_stream(head, chunks, now),
+        }
+    }
+
+    /// Publishes a whole message built (and signed) elsewhere.
     pub fn publish_message(
         &mut self,
         msg: wire::GossipMessage,
@@ -383,15 +416,9 @@ impl Router {
     ) -> Result<MessageId, PublishError> {
         let id = message::message_id(&msg);
         let topic = msg.topic.clone();
-        let threshold = self.config.publish_threshold;
-        let targets: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.topics.contains(&topic) && p.score.value(&self.weights) >= threshold)
-            .map(|(id, _)| *id)
-            .collect();
+        let targets = self.publish_targets(&topic, msg.data.len());
         self.seen.insert(id, now);
-        self.mcache.put(id, msg.clone());
+        self.mcache.put(id, Cached::Whole(msg.clone()));
         self.topics.entry(topic).or_default().metrics.published += 1;
         if targets.is_empty() {
             return Err(PublishError::NoPeers);
@@ -401,6 +428,34 @@ impl Router {
         }
         self.flush(now);
         Ok(id)
+    }
+
+    /// Whom a new message of ours goes to: every subscribed peer above the publish
+    /// threshold (flood publish), or, above `flood_publish_max_size`, the mesh (or
+    /// `d` of those peers when we have no mesh for the topic).
+    fn publish_targets(&mut self, topic: &str, size: usize) -> Vec<PeerId> {
+        let threshold = self.config.publish_threshold;
+        let mut all: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.topics.contains(topic) && p.score.value(&self.weights) >= threshold)
+            .map(|(id, _)| *id)
+            .collect();
+        if size <= self.config.flood_publish_max_size {
+            return all;
+        }
+        let mesh: Vec<PeerId> = self
+            .topics
+            .get(topic)
+            .map(|t| t.mesh.keys().copied().filter(|p| all.contains(p)).collect())
+            .unwrap_or_default();
+        if !mesh.is_empty() {
+            return mesh;
+        }
+        all.sort();
+        self.rng.shuffle(&mut all);
+        all.truncate(self.config.d.max(1));
+        all
     }
 
     // ------------------------------------------------------------ helpers
@@ -429,7 +484,17 @@ impl Router {
             for part in rpc::pack(rpc, &self.config.rpc_limits) {
                 self.outputs.push_back(GossipOutput::Send {
                     peer,
-                    bytes: part.encode_to_vec(),
+                    bytes: Arc::new(part.encode_to_vec()),
+                    deadline,
+                });
+            }
+        }
+        // Chunks after the RPCs above: a peer always has a stream's head first.
+        for (peer, bytes) in std::mem::take(&mut self.chunk_sends) {
+            if self.peers.contains_key(&peer) {
+                self.outputs.push_back(GossipOutput::Send {
+                    peer,
+                    bytes,
                     deadline,
                 });
             }
@@ -444,5 +509,7 @@ impl Router {
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

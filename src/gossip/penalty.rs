@@ -25,6 +25,10 @@ pub enum Penalty {
     ForgedPeerExchange,
     /// A first fragment announced a message that never completed in time.
     BrokenAnnouncement,
+    /// A stream head whose sizes, chunk count or hashes do not agree.
+    MalformedStream,
+    /// A chunk that does not match its signed hash (or has no place in its stream).
+    BadChunk,
 }
 
 impl Penalty {
@@ -39,6 +43,8 @@ impl Penalty {
                 | Penalty::BadSignature
                 | Penalty::InvalidMessage
                 | Penalty::ForgedPeerExchange
+                | Penalty::MalformedStream
+                | Penalty::BadChunk
         )
     }
 
@@ -63,6 +69,8 @@ impl fmt::Display for Penalty {
             Penalty::GraftDuringBackoff => f.write_str("graft during backoff"),
             Penalty::ForgedPeerExchange => f.write_str("forged peer-exchange record"),
             Penalty::BrokenAnnouncement => f.write_str("announced message never completed"),
+            Penalty::MalformedStream => f.write_str("malformed stream head"),
+            Penalty::BadChunk => f.write_str("chunk does not match its signed hash"),
         }
     }
 }

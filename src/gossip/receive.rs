@@ -29,6 +29,19 @@ impl Router {
                 break;
             }
         }
+        for head in rpc.head {
+            if self.score(&from) < self.config.graylist_threshold {
+                break;
+            }
+            if !self.handle_head(from, head, now) {
+                break;
+            }
+        }
+        for chunk in rpc.chunk {
+            if !self.handle_chunk(from, chunk, now) {
+                break;
+            }
+        }
         let gossip_ok = self.score(&from) >= self.config.gossip_threshold;
         if gossip_ok {
             for ihave in rpc.ihave {
@@ -123,24 +136,7 @@ impl Router {
         let id = message::message_id(&msg);
         let topic_name = msg.topic.clone();
         if self.seen.contains(&id) {
-            let keep = self.config.d_eager_min;
-            let mut choke = false;
-            if let Some(t) = self.topics.get_mut(&topic_name) {
-                t.metrics.duplicates += 1;
-                let eager = t.mesh.values().filter(|l| !l.we_choked).count();
-                if let Some(l) = t.mesh.get_mut(&from) {
-                    l.dups += 1;
-                    // Plumtree: a link that brought a copy we already had goes lazy,
-                    // as long as enough links stay eager.
-                    if !l.we_choked && eager > keep {
-                        l.we_choked = true;
-                        choke = true;
-                    }
-                }
-            }
-            if choke {
-                self.rpc(from).choke.push(wire::Choke { topic: topic_name });
-            }
+            self.count_duplicate(from, topic_name);
             return true;
         }
         let budget = self.peers.get_mut(&from).map(|p| &mut p.verify_budget);
@@ -180,43 +176,12 @@ impl Router {
             }
             Validation::Accept => {}
         }
-        let via_iwant = self.promises.remove(&id).is_some();
-        if let Some(p) = self.peers.get_mut(&from) {
-            p.score.first_deliveries += 1.0;
-        }
         let large = self.config.idontwant && msg.data.len() >= self.config.idontwant_min_size;
         let already_announced = self.incoming.complete(&id);
-        let Some(topic) = self.topics.get_mut(&topic_name) else {
-            return true;
-        };
-        let mut unchoke = false;
-        if let Some(l) = topic.mesh.get_mut(&from) {
-            l.first += 1;
-            // A choked link that brought news first (through IWANT) is faster: use it.
-            if via_iwant && l.we_choked {
-                l.we_choked = false;
-                unchoke = true;
-            }
-        }
-        let m = &mut topic.metrics;
-        m.deliveries += 1;
-        m.hops[(msg.hops as usize).min(15)] += 1;
-        if m.first_sources.len() < 64 || m.first_sources.contains_key(&from) {
-            *m.first_sources.entry(from).or_default() += 1;
-        }
-        let mesh: Vec<(PeerId, bool)> = topic
-            .mesh
-            .iter()
-            .map(|(p, l)| (*p, l.choked_by_peer))
-            .collect();
-        if unchoke {
-            self.rpc(from).unchoke.push(wire::Unchoke {
-                topic: topic_name.clone(),
-            });
-        }
+        let mesh = self.record_first_delivery(from, &id, &topic_name, msg.hops);
         let mut forward = msg.clone();
         forward.hops = msg.hops.saturating_add(1);
-        self.mcache.put(id, forward.clone());
+        self.mcache.put(id, Cached::Whole(forward.clone()));
         for (p, choked) in mesh {
             if p == from || origin == Some(p) {
                 continue;
@@ -255,6 +220,75 @@ impl Router {
             data: msg.data,
         }));
         true
+    }
+
+    /// The first copy of message `id` came from `from`, `hops` from its origin: the
+    /// scores, the link's first deliveries (a choked link that was first through
+    /// IWANT is unchoked), the topic's counters. Returns the mesh, each peer with
+    /// whether it choked us.
+    pub(super) fn record_first_delivery(
+        &mut self,
+        from: PeerId,
+        id: &MessageId,
+        topic_name: &str,
+        hops: u32,
+    ) -> Vec<(PeerId, bool)> {
+        let via_iwant = self.promises.remove(id).is_some();
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.score.first_deliveries += 1.0;
+        }
+        let Some(topic) = self.topics.get_mut(topic_name) else {
+            return Vec::new();
+        };
+        let mut unchoke = false;
+        if let Some(l) = topic.mesh.get_mut(&from) {
+            l.first += 1;
+            // A choked link that brought news first (through IWANT) is faster: use it.
+            if via_iwant && l.we_choked {
+                l.we_choked = false;
+                unchoke = true;
+            }
+        }
+        let m = &mut topic.metrics;
+        m.deliveries += 1;
+        m.hops[(hops as usize).min(15)] += 1;
+        if m.first_sources.len() < 64 || m.first_sources.contains_key(&from) {
+            *m.first_sources.entry(from).or_default() += 1;
+        }
+        let mesh: Vec<(PeerId, bool)> = topic
+            .mesh
+            .iter()
+            .map(|(p, l)| (*p, l.choked_by_peer))
+            .collect();
+        if unchoke {
+            self.rpc(from).unchoke.push(wire::Unchoke {
+                topic: topic_name.to_string(),
+            });
+        }
+        mesh
+    }
+
+    /// A copy of a message we already had came from `from`: counted, and the link
+    /// may go lazy.
+    pub(super) fn count_duplicate(&mut self, from: PeerId, topic_name: String) {
+        let keep = self.config.d_eager_min;
+        let mut choke = false;
+        if let Some(t) = self.topics.get_mut(&topic_name) {
+            t.metrics.duplicates += 1;
+            let eager = t.mesh.values().filter(|l| !l.we_choked).count();
+            if let Some(l) = t.mesh.get_mut(&from) {
+                l.dups += 1;
+                // Plumtree: a link that brought a copy we already had goes lazy,
+                // as long as enough links stay eager.
+                if !l.we_choked && eager > keep {
+                    l.we_choked = true;
+                    choke = true;
+                }
+            }
+        }
+        if choke {
+            self.rpc(from).choke.push(wire::Choke { topic: topic_name });
+        }
     }
 
     pub(super) fn handle_graft(&mut self, from: PeerId, topic: String, now: Instant) {

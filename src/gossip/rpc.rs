@@ -18,7 +18,7 @@ pub struct RpcLimits {
     /// Published messages in one RPC.
     pub max_publish: usize,
     /// Entries of each control kind (subscribe, unsubscribe, IHAVE, IWANT, GRAFT,
-    /// PRUNE, IDONTWANT, CHOKE, UNCHOKE) in one RPC.
+    /// PRUNE, IDONTWANT, CHOKE, UNCHOKE) and of stream heads and chunks in one RPC.
     pub max_control: usize,
     /// Message ids in all IHAVE, IWANT and IDONTWANT entries of one RPC together.
     pub max_ids: usize,
@@ -76,7 +76,7 @@ const F_IHAVE: u64 = 4;
 const F_IWANT: u64 = 5;
 const F_PRUNE: u64 = 7;
 const F_IDONTWANT: u64 = 8;
-const F_LAST: u64 = 10;
+const F_LAST: u64 = 12;
 
 /// Counts the entries of an encoded `GossipRpc` against `limits` without decoding it.
 /// Unknown fields are skipped (and count as control entries, so they are bounded too).
@@ -182,6 +182,12 @@ pub fn pack(rpc: wire::GossipRpc, limits: &RpcLimits) -> Vec<wire::GossipRpc> {
             packer.add(&mut out, n, 0, control, |r| &mut r.idontwant, entry);
         }
     }
+    for h in rpc.head {
+        packer.add(&mut out, 0, 0, control, |r| &mut r.head, h);
+    }
+    for c in rpc.chunk {
+        packer.add(&mut out, 0, 0, control, |r| &mut r.chunk, c);
+    }
     for m in rpc.publish {
         packer.add(&mut out, 0, 0, limits.max_publish, |r| &mut r.publish, m);
     }
@@ -203,6 +209,8 @@ fn fits(rpc: &wire::GossipRpc, limits: &RpcLimits) -> bool {
         rpc.idontwant.len(),
         rpc.choke.len(),
         rpc.unchoke.len(),
+        rpc.head.len(),
+        rpc.chunk.len(),
     ];
     let ids = rpc.ihave.iter().map(|h| h.ids.len()).sum::<usize>()
         + rpc.iwant.iter().map(|w| w.ids.len()).sum::<usize>()

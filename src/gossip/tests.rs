@@ -73,7 +73,7 @@ impl Net {
     }
 
     fn run(&mut self) {
-        let mut queue: VecDeque<(usize, usize, Vec<u8>)> = VecDeque::new();
+        let mut queue: VecDeque<(usize, usize, Arc<Vec<u8>>)> = VecDeque::new();
         loop {
             for i in 0..self.routers.len() {
                 while let Some(out) = self.routers[i].poll_output() {
@@ -416,4 +416,40 @@ fn subscriptions_are_bounded_in_count_and_name_length() {
         }
     }
     assert_eq!(penalties, 2);
+}
+
+#[test]
+fn large_messages_stream_through_the_net_intact_and_leave_nothing_assembling() {
+    let mut net = Net::new(40, 5, GossipConfig::default(), None);
+    net.subscribe_all("blocks");
+    let mut sent = Vec::new();
+    for k in 0..6usize {
+        let data: Vec<u8> = (0..300_000 + k * 1000)
+            .map(|i| (i * 31 + k) as u8)
+            .collect();
+        let now = net.now;
+        let origin = k * 7 % 40;
+        net.routers[origin]
+            .publish("blocks", data.clone(), now)
+            .unwrap();
+        sent.push((origin, data));
+        net.run();
+    }
+    net.heartbeats(3);
+    for (i, got) in net.delivered.iter().enumerate() {
+        let want: Vec<&Vec<u8>> = sent
+            .iter()
+            .filter(|(o, _)| *o != i)
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(got.len(), want.len(), "node {i} deliveries");
+        for d in want {
+            assert!(
+                got.iter().any(|e| &e.data == d),
+                "node {i} got every payload intact"
+            );
+        }
+        assert_eq!(net.routers[i].assembling.bytes(), 0, "node {i} assembling");
+    }
+    assert!(net.penalties.is_empty(), "{:?}", net.penalties.first());
 }

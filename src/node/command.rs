@@ -13,7 +13,6 @@ use crate::kad::record::PeerRecord;
 use crate::kad::LookupResult;
 use crate::metrics::Metrics;
 use crate::mux::{ChannelId, SendOptions};
-use crate::wire;
 
 pub(crate) enum Command {
     Dial {
@@ -36,7 +35,7 @@ pub(crate) enum Command {
     Metrics(RequestId),
     Subscribe(String),
     Unsubscribe(String),
-    Publish(Box<wire::GossipMessage>),
+    Publish(Box<crate::gossip::Outgoing>),
     GossipMetrics(RequestId),
     MeshPeers(String, RequestId),
     /// With a request id the result is a [`Reply::Lookup`], else an event.

@@ -269,13 +269,13 @@ impl NodeHandle {
     /// Publishes `data` to every subscriber of `topic`; returns the message id. The
     /// message is signed here, on the caller's thread.
     pub fn publish(&self, topic: &str, data: Vec<u8>) -> Result<MessageId, SendError> {
-        let max = self
-            .inner
-            .shared
-            .config
-            .gossip
-            .as_ref()
-            .map_or(0, |g| g.max_message_size);
+        let Some(gossip) = self.inner.shared.config.gossip.as_ref() else {
+            return Err(SendError::TooLarge {
+                size: data.len(),
+                max: 0,
+            });
+        };
+        let max = gossip.max_message_size;
         if data.len() > max {
             return Err(SendError::TooLarge {
                 size: data.len(),
@@ -284,9 +284,9 @@ impl NodeHandle {
         }
         let seqno = self.inner.seqno.fetch_add(1, Ordering::Relaxed);
         let key = self.inner.sign.then_some(&*self.inner.key);
-        let mut msg = message::build(key, topic, seqno, data);
-        msg.hops = 1;
-        let id = message::message_id(&msg);
+        // Signed (and cut into chunks) here, on the caller's thread, not the loop's.
+        let msg = Outgoing::build(gossip, key, topic, seqno, data);
+        let id = msg.id();
         self.submit(Command::Publish(Box::new(msg)))?;
         Ok(id)
     }

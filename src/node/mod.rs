@@ -23,7 +23,7 @@ use crate::conn::Direction;
 use crate::driver::node_slot::{NodeSlot, Replier};
 use crate::driver::{socket, LoopCommand, Runtime, RuntimeShared};
 use crate::error::{IdentityError, SendError};
-use crate::gossip::{message, GossipConfig, MessageId, TopicMetrics, Validator, GOSSIP_CHANNEL};
+use crate::gossip::{GossipConfig, MessageId, Outgoing, TopicMetrics, Validator, GOSSIP_CHANNEL};
 use crate::identity::{Keypair, PeerId};
 use crate::kad::key::Key;
 use crate::kad::record::PeerRecord;

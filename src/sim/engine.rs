@@ -37,6 +37,8 @@ pub struct Delivery {
     pub id: MessageId,
     /// Hops from its origin.
     pub hops: u32,
+    /// The peer it came from.
+    pub from: crate::identity::PeerId,
 }
 
 pub(crate) enum Ev {
@@ -605,6 +607,7 @@ impl Engine {
                 node: n,
                 id: g.id,
                 hops: g.hops,
+                from: g.from,
             });
         }
     }

@@ -52,7 +52,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::NodeConfig;
-use crate::gossip::{message, GossipConfig, MessageId};
+use crate::gossip::{GossipConfig, MessageId, Outgoing};
 use crate::identity::PeerId;
 use crate::kad::record::PeerRecord;
 use crate::node::command::{Command, Reply};
@@ -186,9 +186,9 @@ impl Simulation {
     pub fn publish(&mut self, n: usize, topic: &str, data: Vec<u8>) -> MessageId {
         let seqno = self.engine.next_seqno(n);
         let key = self.engine.nodes[n].key.clone();
-        let mut msg = message::build(Some(&key), topic, seqno, data);
-        msg.hops = 1;
-        let id = message::message_id(&msg);
+        let config = self.template.gossip.clone().unwrap_or_default();
+        let msg = Outgoing::build(&config, Some(&key), topic, seqno, data);
+        let id = msg.id();
         let at = self.engine.now;
         self.engine
             .schedule(at, Ev::Command(n, Command::Publish(Box::new(msg))));

@@ -28,7 +28,8 @@ pub enum RouterProfile {
     /// This library's defaults.
     Meshwire,
     /// Our router configured as GossipSub v1.2: no choking, IDONTWANT only after
-    /// full receipt, flood publish, D = 6, D_lo 5, D_hi 12, D_lazy 6.
+    /// full receipt, flood publish at every size, whole messages forwarded once
+    /// complete (no cut-through), D = 6, D_lo 5, D_hi 12, D_lazy 6.
     GossipSub12,
 }
 
@@ -43,6 +44,8 @@ impl RouterProfile {
             g.d_lazy = 6;
             g.choke_duplicates = u32::MAX;
             g.idontwant_first_fragment = false;
+            g.cut_through = false;
+            g.flood_publish_max_size = usize::MAX;
         }
         g
     }

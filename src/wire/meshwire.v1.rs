@@ -437,6 +437,50 @@ pub struct Unchoke {
     #[prost(string, tag = "1")]
     pub topic: ::prost::alloc::string::String,
 }
+/// The head of a large message sent in chunks, so that every node can forward each
+/// chunk as it arrives (cut-through): all of the message but its data, with the
+/// SHA-256 of each chunk, signed by the origin. A chunk is checked against its hash
+/// before it is kept or forwarded, so nothing unauthenticated is ever passed on.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StreamHead {
+    /// The origin's PeerId (32 bytes).
+    #[prost(bytes = "vec", tag = "1")]
+    pub origin: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub seqno: u64,
+    #[prost(string, tag = "3")]
+    pub topic: ::prost::alloc::string::String,
+    /// Bytes of data in all.
+    #[prost(uint64, tag = "4")]
+    pub size: u64,
+    /// Bytes of every chunk but the last.
+    #[prost(uint32, tag = "5")]
+    pub chunk_size: u32,
+    /// The SHA-256 of each chunk, 32 bytes each, in order.
+    #[prost(bytes = "vec", tag = "6")]
+    pub chunk_hashes: ::prost::alloc::vec::Vec<u8>,
+    /// The origin's Ed25519 public key (32 bytes).
+    #[prost(bytes = "vec", tag = "7")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    /// Ed25519 over "meshwire/v1 gossip stream" || u32 len || topic || u64 seqno
+    /// || u64 size || u32 chunk_size || chunk_hashes.
+    #[prost(bytes = "vec", tag = "8")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+    /// Hops from the origin; not signed, incremented by each forwarder.
+    #[prost(uint32, tag = "9")]
+    pub hops: u32,
+}
+/// One chunk of a streamed message: sent only after its head, on the same link.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StreamChunk {
+    /// The message id (32 bytes).
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint32, tag = "2")]
+    pub index: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GossipRpc {
     #[prost(message, repeated, tag = "1")]
@@ -459,4 +503,8 @@ pub struct GossipRpc {
     pub choke: ::prost::alloc::vec::Vec<Choke>,
     #[prost(message, repeated, tag = "10")]
     pub unchoke: ::prost::alloc::vec::Vec<Unchoke>,
+    #[prost(message, repeated, tag = "11")]
+    pub head: ::prost::alloc::vec::Vec<StreamHead>,
+    #[prost(message, repeated, tag = "12")]
+    pub chunk: ::prost::alloc::vec::Vec<StreamChunk>,
 }

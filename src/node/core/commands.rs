@@ -60,9 +60,9 @@ impl NodeCore {
                 self.drain_gossip(now, None);
             }
             Command::Publish(msg) => {
-                let (topic, id) = (msg.topic.clone(), crate::gossip::message::message_id(&msg));
+                let (topic, id) = (msg.topic().to_string(), msg.id());
                 if let Some(r) = &mut self.router {
-                    if let Err(reason) = r.publish_message(*msg, now) {
+                    if let Err(reason) = r.publish_outgoing(*msg, now) {
                         Metrics::count(&mut self.metrics.drops, "publish_no_peers");
                         self.delivery_push(Event::PublishFailed { topic, id, reason }, None);
                     }

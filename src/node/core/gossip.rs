@@ -28,7 +28,7 @@ impl NodeCore {
                         deadline: Some(deadline),
                         replace_key: None,
                     };
-                    if e.conn.send(GOSSIP_CHANNEL, Arc::new(bytes), opts).is_err() {
+                    if e.conn.send(GOSSIP_CHANNEL, bytes, opts).is_err() {
                         Metrics::count(&mut self.metrics.drops, "gossip_queue_full");
                     }
                     self.touched.push(id);
