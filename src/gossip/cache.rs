@@ -48,6 +48,11 @@ impl SeenCache {
         true
     }
 
+    /// When `id` was first seen, if it was.
+    pub fn first_seen(&self, id: &MessageId) -> Option<Instant> {
+        self.set.get(id).copied()
+    }
+
     /// Whether `id` was seen.
     pub fn contains(&self, id: &MessageId) -> bool {
         self.set.contains_key(id)

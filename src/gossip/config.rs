@@ -66,6 +66,16 @@ pub struct GossipConfig {
     pub forward_deadline: Duration,
     /// Sign published messages (origin, seqno, signature); `false` = anonymous.
     pub sign: bool,
+    /// Choke mesh links that bring duplicates (Plumtree): at once on a duplicate
+    /// while `d_eager_min` links stay eager, and at choke rounds. `false`: every mesh
+    /// link always pushes in full, as in GossipSub.
+    pub choke: bool,
+    /// A duplicate chokes its link at once only if it came this long after the
+    /// first copy.
+    pub choke_min_lag: Duration,
+    /// Duplicates in the current choke window (and at most a third as many first
+    /// deliveries) that choke a link at once.
+    pub choke_after: u32,
     /// Heartbeats between choke decisions; duplicates needed to choke a link.
     pub choke_window: u32,
     /// Duplicate-only deliveries in a window that choke a mesh link.
@@ -132,7 +142,10 @@ impl Default for GossipConfig {
             // Longer than the forward deadline, so what a slow link dropped can still
             // be fetched by IWANT.
             history_length: 15,
-            history_gossip: 10,
+            // Each id is offered to d_lazy peers at 3 heartbeats, not 10: at 1 KiB
+            // the IHAVEs were a fifth of all bytes (S1, 300 nodes: amplification
+            // 6.18 -> 4.80, the same latency).
+            history_gossip: 3,
             mcache_max_bytes: 64 << 20,
             seen_ttl: Duration::from_secs(120),
             seen_max: 200_000,
@@ -151,6 +164,9 @@ impl Default for GossipConfig {
             mesh_deficit_min_messages: 10,
             forward_deadline: Duration::from_secs(10),
             sign: true,
+            choke: true,
+            choke_min_lag: Duration::ZERO,
+            choke_after: 1,
             choke_window: 10,
             choke_duplicates: 3,
             iwant_delay: Duration::from_millis(5),

@@ -193,7 +193,9 @@ impl Router {
             let Some(l) = t.mesh.get_mut(&p) else {
                 continue;
             };
-            if rank < keep {
+            if !self.config.choke {
+                // Only the window's counters start over.
+            } else if rank < keep {
                 if choked {
                     l.we_choked = false;
                     unchokes.push(p);

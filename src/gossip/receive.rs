@@ -136,7 +136,11 @@ impl Router {
         let id = message::message_id(&msg);
         let topic_name = msg.topic.clone();
         if self.seen.contains(&id) {
-            self.count_duplicate(from, topic_name);
+            let lag = self
+                .seen
+                .first_seen(&id)
+                .map(|t| now.saturating_duration_since(t));
+            self.count_duplicate(from, topic_name, lag);
             return true;
         }
         let budget = self.peers.get_mut(&from).map(|p| &mut p.verify_budget);
@@ -268,19 +272,28 @@ impl Router {
         mesh
     }
 
-    /// A copy of a message we already had came from `from`: counted, and the link
-    /// may go lazy.
-    pub(super) fn count_duplicate(&mut self, from: PeerId, topic_name: String) {
+    /// A copy of a message we already had came from `from`, `lag` after the first:
+    /// counted, and the link may go lazy.
+    pub(super) fn count_duplicate(
+        &mut self,
+        from: PeerId,
+        topic_name: String,
+        lag: Option<Duration>,
+    ) {
         let keep = self.config.d_eager_min;
+        // A copy that came about as soon as the first lost a race, not a slow link:
+        // choking it would leave us a tree of fewer, not faster, links.
+        let slow = lag.is_none_or(|l| l >= self.config.choke_min_lag);
         let mut choke = false;
         if let Some(t) = self.topics.get_mut(&topic_name) {
             t.metrics.duplicates += 1;
             let eager = t.mesh.values().filter(|l| !l.we_choked).count();
             if let Some(l) = t.mesh.get_mut(&from) {
                 l.dups += 1;
-                // Plumtree: a link that brought a copy we already had goes lazy,
-                // as long as enough links stay eager.
-                if !l.we_choked && eager > keep {
+                // Plumtree: a link that brought copies we already had (and seldom
+                // the first) goes lazy, as long as enough links stay eager.
+                let lost = l.dups >= self.config.choke_after && l.first * 3 < l.dups;
+                if self.config.choke && slow && lost && !l.we_choked && eager > keep {
                     l.we_choked = true;
                     choke = true;
                 }

@@ -61,7 +61,11 @@ impl Router {
                     ids: vec![id.to_vec()],
                 });
             }
-            self.count_duplicate(from, head.topic);
+            let lag = self
+                .seen
+                .first_seen(&id)
+                .map(|t| now.saturating_duration_since(t));
+            self.count_duplicate(from, head.topic, lag);
             return true;
         }
         let max_bytes = self.config.max_assembly_bytes as u64;

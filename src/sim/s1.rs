@@ -29,7 +29,8 @@ pub enum RouterProfile {
     Meshwire,
     /// Our router configured as GossipSub v1.2: no choking, IDONTWANT only after
     /// full receipt, flood publish at every size, whole messages forwarded once
-    /// complete (no cut-through), D = 6, D_lo 5, D_hi 12, D_lazy 6.
+    /// complete (no cut-through), D = 6, D_lo 5, D_hi 12, D_lazy 6, and
+    /// rust-libp2p's timing: a 1 s heartbeat, 5 history windows, 3 gossiped.
     GossipSub12,
 }
 
@@ -42,7 +43,11 @@ impl RouterProfile {
             g.d_lo = 5;
             g.d_hi = 12;
             g.d_lazy = 6;
-            g.choke_duplicates = u32::MAX;
+            g.choke = false;
+            // rust-libp2p's defaults: a 1 s heartbeat, 5 windows kept, 3 gossiped.
+            g.heartbeat = std::time::Duration::from_secs(1);
+            g.history_length = 5;
+            g.history_gossip = 3;
             g.idontwant_first_fragment = false;
             g.cut_through = false;
             g.flood_publish_max_size = usize::MAX;
