@@ -1,6 +1,9 @@
 //! P1 — gossip propagation delay (see BENCHMARKS.md).
 //!
 //! `cargo bench --bench propagation -- [--nodes N] [--dial D] [--msgs M] [--size S] [--interval-ms I] [--seed X]`
+//!
+//! Diagnostic switches, not part of the standard workload: `--no-idontwant`,
+//! `--no-cut-through`, `--stream-eager N`, `--stream-publish N`.
 
 mod common;
 
@@ -26,6 +29,10 @@ fn main() {
     let interval = Duration::from_millis(args.get("interval-ms", 10));
     let seed: u64 = args.get("seed", 42);
     let no_idontwant = args.flag("no-idontwant");
+    let defaults = meshwire::gossip::GossipConfig::default();
+    let cut_through = !args.flag("no-cut-through");
+    let stream_eager: usize = args.get("stream-eager", defaults.stream_eager);
+    let stream_publish: usize = args.get("stream-publish", defaults.stream_publish);
     let mut rng = Rng::new(seed);
 
     let runtimes = [Runtime::new().unwrap(), Runtime::new().unwrap()];
@@ -38,9 +45,11 @@ fn main() {
                 .rng_seed(seed ^ (i as u64) << 8)
                 .kad(None)
                 .gossip(Some(meshwire::gossip::GossipConfig {
-                    // Diagnostic switch (not part of the standard workload).
                     idontwant: !no_idontwant,
-                    ..Default::default()
+                    cut_through,
+                    stream_eager,
+                    stream_publish,
+                    ..defaults.clone()
                 }))
                 .limits(PeerLimits {
                     max_inbound: 64,

@@ -73,8 +73,7 @@ pub struct GossipConfig {
     /// A duplicate chokes its link at once only if it came this long after the
     /// first copy.
     pub choke_min_lag: Duration,
-    /// Duplicates in the current choke window (and at most a third as many first
-    /// deliveries) that choke a link at once.
+    /// Duplicates in the current choke window that choke a link at once.
     pub choke_after: u32,
     /// Heartbeats between choke decisions; duplicates needed to choke a link.
     pub choke_window: u32,

@@ -290,9 +290,9 @@ impl Router {
             let eager = t.mesh.values().filter(|l| !l.we_choked).count();
             if let Some(l) = t.mesh.get_mut(&from) {
                 l.dups += 1;
-                // Plumtree: a link that brought copies we already had (and seldom
-                // the first) goes lazy, as long as enough links stay eager.
-                let lost = l.dups >= self.config.choke_after && l.first * 3 < l.dups;
+                // Plumtree: a link that brought a copy we already had goes lazy,
+                // as long as enough links stay eager.
+                let lost = l.dups >= self.config.choke_after;
                 if self.config.choke && slow && lost && !l.we_choked && eager > keep {
                     l.we_choked = true;
                     choke = true;
