@@ -94,6 +94,23 @@ impl Progress {
     }
 }
 
+/// Per-reason counters summed over all nodes, `after` minus `before`, zeros left out.
+fn counted_since<'a>(
+    before: &'a [meshwire::Metrics],
+    after: &'a [meshwire::Metrics],
+    pick: impl Fn(&'a meshwire::Metrics) -> &'a std::collections::BTreeMap<&'static str, u64>,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut sum = std::collections::BTreeMap::new();
+    for (b, a) in before.iter().zip(after) {
+        for (reason, n) in pick(a) {
+            let was = pick(b).get(reason).copied().unwrap_or(0);
+            *sum.entry(*reason).or_default() += n.saturating_sub(was);
+        }
+    }
+    sum.retain(|_, n| *n > 0);
+    sum
+}
+
 fn node_addr(i: usize) -> SocketAddr {
     let i = i + 1;
     SocketAddr::from(([127, 100 + (i / 250) as u8, (i % 250) as u8, 1], 0))
@@ -322,16 +339,36 @@ fn main() {
         ),
     );
     row(&mut table, "latency max", format!("{:.2} ms", q(&lat, 1.0)));
-    // What the nodes dropped while publishing, by reason (nothing is lost silently).
-    let mut drops: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-    for (b, a) in before.iter().zip(&after) {
-        for (reason, n) in &a.drops {
-            let was = b.drops.get(reason).copied().unwrap_or(0);
-            *drops.entry(reason).or_default() += n.saturating_sub(was);
-        }
-    }
-    drops.retain(|_, n| *n > 0);
+    // What the nodes dropped and which connections ended while publishing, by
+    // reason (nothing is lost silently).
+    let drops = counted_since(&before, &after, |m| &m.drops);
+    let disconnects = counted_since(&before, &after, |m| &m.disconnects);
     row(&mut table, "dropped (by reason)", format!("{drops:?}"));
+    row(
+        &mut table,
+        "disconnects (by reason)",
+        format!("{disconnects:?}"),
+    );
+    let gossip_rpcs: u64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| {
+            let sent = |m: &meshwire::Metrics| {
+                m.channels
+                    .get(&meshwire::gossip::GOSSIP_CHANNEL)
+                    .map_or(0, |c| c.sent_msgs)
+            };
+            sent(a).saturating_sub(sent(b))
+        })
+        .sum();
+    row(
+        &mut table,
+        "gossip RPCs sent",
+        format!(
+            "{gossip_rpcs} ({:.1} per delivery)",
+            gossip_rpcs as f64 / got.len().max(1) as f64
+        ),
+    );
     row(
         &mut table,
         "time-to-all p50/p99",

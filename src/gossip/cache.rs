@@ -121,6 +121,8 @@ pub struct MessageCache {
     windows: VecDeque<Vec<(MessageId, String)>>,
     history: usize,
     gossip: usize,
+    /// Windows added to both while the network lags (see `gossip::lag`).
+    extra: usize,
     bytes: usize,
     max_bytes: usize,
 }
@@ -135,6 +137,7 @@ impl MessageCache {
             windows,
             history: history.max(1),
             gossip: gossip.max(1),
+            extra: 0,
             bytes: 0,
             max_bytes,
         }
@@ -189,15 +192,20 @@ impl MessageCache {
         self.windows
             .iter()
             .rev()
-            .take(self.gossip)
+            .take(self.gossip + self.extra / 2)
             .flat_map(|w| w.iter().filter(|(_, t)| t == topic).map(|(id, _)| *id))
             .collect()
+    }
+
+    /// Keeps `extra` more windows than configured (and gossips half of them too).
+    pub fn set_extra(&mut self, extra: usize) {
+        self.extra = extra;
     }
 
     /// Starts a new window, dropping the oldest beyond the history.
     pub fn shift(&mut self) {
         self.windows.push_back(Vec::new());
-        while self.windows.len() > self.history {
+        while self.windows.len() > self.history + self.extra {
             self.drop_oldest_window();
         }
     }

@@ -94,8 +94,10 @@ pub struct GossipConfig {
     pub verify_per_sec: f64,
     /// ... and in a burst; new messages beyond are skipped, not penalized.
     pub verify_burst: f64,
-    /// How long a message announced by a first fragment may take to complete before
-    /// it is fetched from another mesh peer and the announcer is penalized.
+    /// How long a message announced by a first fragment (or a stream's head) may
+    /// take to complete before it is fetched from another mesh peer and the
+    /// announcer is penalized; twice the observed lag is added while the network
+    /// runs behind.
     pub announce_timeout: Duration,
     /// Announced, incomplete messages one peer may have at a time.
     pub max_announced_per_peer: usize,

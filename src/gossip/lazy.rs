@@ -40,7 +40,7 @@ impl Router {
         if mesh_topics.is_empty() {
             return;
         }
-        let deadline = now + self.config.announce_timeout;
+        let deadline = now + self.config.announce_timeout + self.lag.get() * 2;
         let max = self.config.max_announced_per_peer;
         if !self
             .incoming
@@ -71,7 +71,7 @@ impl Router {
     /// Announcements whose message did not complete in time: penalize the announcer
     /// and ask other mesh peers for the message.
     pub(super) fn expire_announcements(&mut self, now: Instant) {
-        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
+        let deadline = self.promise_deadline(now);
         for (id, a) in self.incoming.expire(now) {
             if self.seen.contains(&id) {
                 continue;
@@ -132,7 +132,7 @@ impl Router {
             .filter(|(_, (_, at))| *at <= now)
             .map(|(id, (p, _))| (*id, *p))
             .collect();
-        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
+        let deadline = self.promise_deadline(now);
         let mut per_peer: Map<PeerId, Vec<Vec<u8>>> = Map::default();
         for (id, peer) in due {
             self.iwant_due.remove(&id);

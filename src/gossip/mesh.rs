@@ -81,6 +81,8 @@ impl Router {
         for t in self.topics.values_mut() {
             t.backoff.retain(|_, until| *until > now);
         }
+        self.mcache
+            .set_extra(self.lag.extra_windows(self.config.heartbeat));
         self.mcache.shift();
         self.flush(now);
     }

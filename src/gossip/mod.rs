@@ -14,6 +14,7 @@ mod announce;
 mod assembly;
 pub mod cache;
 pub mod config;
+mod lag;
 mod lazy;
 mod mesh;
 pub mod message;
@@ -210,6 +211,8 @@ pub struct Router {
     heartbeats: u64,
     /// Signature checks done (messages and peer-exchange records).
     signature_checks: u64,
+    /// How far behind the network runs (the spread of duplicate arrivals).
+    lag: lag::Lag,
 }
 
 impl Router {
@@ -250,6 +253,7 @@ impl Router {
             rng,
             heartbeats: 0,
             signature_checks: 0,
+            lag: lag::Lag::default(),
         }
     }
 
@@ -362,6 +366,18 @@ impl Router {
         self.peers
             .get(peer)
             .map_or(0.0, |p| p.score.value(&self.weights))
+    }
+
+    /// How far behind the network runs as this node sees it: the spread between
+    /// first copies and their duplicates, which the repair windows stretch to.
+    pub fn observed_lag(&self) -> Duration {
+        self.lag.get()
+    }
+
+    /// When an IWANT sent now must be answered: three heartbeats, plus twice the
+    /// observed lag (a lagging peer is slow, not lying).
+    fn promise_deadline(&self, now: Instant) -> Instant {
+        now + self.config.heartbeat * PROMISE_HEARTBEATS + self.lag.get() * 2
     }
 
     /// Signature checks done so far (message envelopes and peer-exchange records).

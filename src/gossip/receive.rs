@@ -280,6 +280,9 @@ impl Router {
         topic_name: String,
         lag: Option<Duration>,
     ) {
+        if let Some(l) = lag {
+            self.lag.observe(l);
+        }
         let keep = self.config.d_eager_min;
         // A copy that came about as soon as the first lost a race, not a slow link:
         // choking it would leave us a tree of fewer, not faster, links.

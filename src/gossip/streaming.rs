@@ -148,7 +148,7 @@ impl Router {
                 forward_to,
                 later,
                 from_delivered: 0,
-                deadline: now + self.config.announce_timeout,
+                deadline: now + self.config.announce_timeout + self.lag.get() * 2,
             },
         );
         true
@@ -314,7 +314,7 @@ impl Router {
     /// Streams past their deadline: given up, and asked for from other mesh peers;
     /// the peer whose head started one and that sent none of its chunks pays.
     pub(super) fn expire_streams(&mut self, now: Instant) {
-        let deadline = now + self.config.heartbeat * PROMISE_HEARTBEATS;
+        let deadline = self.promise_deadline(now);
         for (id, a) in self.assembling.expire(now) {
             if let Some(t) = self.topics.get_mut(&a.head.topic) {
                 t.metrics.streams_expired += 1;

@@ -453,3 +453,65 @@ fn large_messages_stream_through_the_net_intact_and_leave_nothing_assembling() {
     }
     assert!(net.penalties.is_empty(), "{:?}", net.penalties.first());
 }
+
+/// Whether an IWANT for `id` from `asker` is answered after `beats` heartbeats.
+fn answered_after(
+    h: &mut super::hostile_tests::Harness,
+    asker: PeerId,
+    id: MessageId,
+    beats: usize,
+) -> bool {
+    for _ in 0..beats {
+        h.now += Duration::from_millis(200);
+        h.r.heartbeat(h.now);
+    }
+    h.drain();
+    h.take();
+    h.rpc(
+        asker,
+        &wire::GossipRpc {
+            iwant: vec![wire::IWant {
+                ids: vec![id.to_vec()],
+            }],
+            ..Default::default()
+        },
+    );
+    super::hostile_tests::Harness::sent_to(&h.take(), asker)
+        .iter()
+        .any(|r| !r.publish.is_empty())
+}
+
+#[test]
+fn a_lagging_network_keeps_messages_for_repair_longer() {
+    use super::hostile_tests::{key, Harness, T};
+    let msg = |seq: u64| {
+        let mut m = message::build(Some(&key(9)), T, seq, vec![seq as u8; 100]);
+        m.hops = 1;
+        wire::GossipRpc {
+            publish: vec![m],
+            ..Default::default()
+        }
+    };
+    for lagging in [false, true] {
+        let mut h = Harness::new();
+        let (a, b, asker) = (h.peer(1, &[T]), h.peer(2, &[T]), h.peer(3, &[T]));
+        if lagging {
+            // Duplicates 2 s after the first copies: the network runs 2 s behind.
+            for seq in 100..120 {
+                h.rpc(a, &msg(seq));
+                h.now += Duration::from_secs(2);
+                h.rpc(b, &msg(seq));
+            }
+            assert!(h.r.observed_lag() > Duration::from_millis(1500));
+        }
+        h.rpc(a, &msg(1));
+        let id = message::message_id(&msg(1).publish[0]);
+        // The default cache holds 15 heartbeats (3 s); 20 heartbeats later only a
+        // lagging node still has it.
+        assert_eq!(
+            answered_after(&mut h, asker, id, 20),
+            lagging,
+            "lagging {lagging}"
+        );
+    }
+}

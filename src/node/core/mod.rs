@@ -124,6 +124,8 @@ pub(crate) struct NodeCore {
     user_lookups: Set<u64>,
     next_fill: Instant,
     next_bootstrap: Instant,
+    /// When an outbound peer was last swapped for one a PRUNE offered.
+    px_swapped_at: Option<Instant>,
     next_px: Instant,
     router: Option<Router>,
     /// Reassembly bytes held by all connections together.
@@ -193,6 +195,7 @@ impl NodeCore {
             user_lookups: Default::default(),
             next_fill: now,
             next_bootstrap: now,
+            px_swapped_at: None,
             next_px: now,
             router,
             reassembly_used: 0,
