@@ -3,10 +3,9 @@
 //! An announcement makes us tell our mesh "don't send it", so believing one is a
 //! way to censor: each is bounded per peer, and lives only until a deadline.
 
-use crate::collections::Map;
-use std::collections::BTreeSet;
 use std::time::Instant;
 
+use crate::gossip::outstanding::{Index, Outstanding};
 use crate::gossip::MessageId;
 use crate::identity::PeerId;
 
@@ -20,16 +19,23 @@ pub(crate) struct Announced {
     deadline: Instant,
 }
 
+impl Outstanding for Announced {
+    fn from(&self) -> PeerId {
+        self.from
+    }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Announcements {
-    by_id: Map<MessageId, Announced>,
-    deadlines: BTreeSet<(Instant, MessageId)>,
-    per_peer: Map<PeerId, usize>,
+    index: Index<Announced>,
 }
 
 impl Announcements {
     pub(crate) fn contains(&self, id: &MessageId) -> bool {
-        self.by_id.contains_key(id)
+        self.index.contains(id)
     }
 
     /// Records an announcement; `false` if `from` already has `max` outstanding.
@@ -41,13 +47,10 @@ impl Announcements {
         deadline: Instant,
         max: usize,
     ) -> bool {
-        let n = self.per_peer.entry(from).or_default();
-        if *n >= max || self.by_id.contains_key(&id) {
+        if self.index.count_from(&from) >= max || self.index.contains(&id) {
             return false;
         }
-        *n += 1;
-        self.deadlines.insert((deadline, id));
-        self.by_id.insert(
+        self.index.insert(
             id,
             Announced {
                 from,
@@ -60,48 +63,22 @@ impl Announcements {
 
     /// The message arrived (or was judged): `true` if it had been announced.
     pub(crate) fn complete(&mut self, id: &MessageId) -> bool {
-        self.remove(id).is_some()
-    }
-
-    fn remove(&mut self, id: &MessageId) -> Option<Announced> {
-        let a = self.by_id.remove(id)?;
-        self.deadlines.remove(&(a.deadline, *id));
-        if let Some(n) = self.per_peer.get_mut(&a.from) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_peer.remove(&a.from);
-            }
-        }
-        Some(a)
+        self.index.remove(id).is_some()
     }
 
     /// Takes the announcements whose deadline passed.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<(MessageId, Announced)> {
-        let due: Vec<MessageId> = self
-            .deadlines
-            .iter()
-            .take_while(|(d, _)| *d <= now)
-            .map(|(_, id)| *id)
-            .collect();
-        due.into_iter()
-            .filter_map(|id| self.remove(&id).map(|a| (id, a)))
-            .collect()
+        self.index.expire(now)
     }
 
     /// A peer left: its announcements no longer hold anything back.
     pub(crate) fn forget_peer(&mut self, peer: &PeerId) {
-        let ids: Vec<MessageId> = self
-            .by_id
-            .iter()
-            .filter(|(_, a)| a.from == *peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.remove(&id);
+        for id in self.index.ids_from(peer) {
+            self.index.remove(&id);
         }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(d, _)| *d)
+        self.index.next_deadline()
     }
 }

@@ -4,11 +4,10 @@
 //! Bounded in bytes (the announced sizes of everything assembling, decided before
 //! anything is allocated), in count per announcing peer, and in time.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::collections::Map;
+use crate::gossip::outstanding::{Index, Outstanding};
 use crate::gossip::MessageId;
 use crate::identity::PeerId;
 use crate::wire;
@@ -32,17 +31,27 @@ pub(crate) struct Assembly {
     pub(crate) forward_to: Vec<PeerId>,
     /// Mesh peers that get it whole once it is complete and accepted.
     pub(crate) later: Vec<PeerId>,
+    /// Other peers that sent the same head (bound by its hashes, as `from` is; at
+    /// most one entry per connected peer).
+    pub(crate) same_head: Vec<PeerId>,
     /// Chunks `from` delivered (none by the deadline costs it).
     pub(crate) from_delivered: usize,
     /// Given up (and fetched from another peer) after this.
     pub(crate) deadline: Instant,
 }
 
+impl Outstanding for Assembly {
+    fn from(&self) -> PeerId {
+        self.from
+    }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Assemblies {
-    by_id: Map<MessageId, Assembly>,
-    deadlines: BTreeSet<(Instant, MessageId)>,
-    per_peer: Map<PeerId, usize>,
+    index: Index<Assembly>,
     bytes: u64,
 }
 
@@ -57,11 +66,11 @@ pub(crate) enum NoRoom {
 
 impl Assemblies {
     pub(crate) fn contains(&self, id: &MessageId) -> bool {
-        self.by_id.contains_key(id)
+        self.index.contains(id)
     }
 
     pub(crate) fn get_mut(&mut self, id: &MessageId) -> Option<&mut Assembly> {
-        self.by_id.get_mut(id)
+        self.index.get_mut(id)
     }
 
     /// Whether a stream of `size` bytes from `from` may start (checked before its
@@ -73,7 +82,7 @@ impl Assemblies {
         per_peer: usize,
         max_bytes: u64,
     ) -> Result<(), NoRoom> {
-        if self.per_peer.get(from).copied().unwrap_or(0) >= per_peer {
+        if self.index.count_from(from) >= per_peer {
             return Err(NoRoom::PerPeer);
         }
         if self.bytes + size > max_bytes {
@@ -84,48 +93,35 @@ impl Assemblies {
 
     /// Starts assembling (after [`Assemblies::room`] said yes).
     pub(crate) fn start(&mut self, id: MessageId, a: Assembly) {
-        *self.per_peer.entry(a.from).or_default() += 1;
         self.bytes += a.head.size;
-        self.deadlines.insert((a.deadline, id));
-        self.by_id.insert(id, a);
+        self.index.insert(id, a);
     }
 
     /// Takes an assembly out (complete, judged, or given up).
     pub(crate) fn remove(&mut self, id: &MessageId) -> Option<Assembly> {
-        let a = self.by_id.remove(id)?;
-        self.deadlines.remove(&(a.deadline, *id));
+        let a = self.index.remove(id)?;
         self.bytes -= a.head.size;
-        if let Some(n) = self.per_peer.get_mut(&a.from) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_peer.remove(&a.from);
-            }
-        }
         Some(a)
     }
 
     /// Takes the assemblies whose deadline passed.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<(MessageId, Assembly)> {
-        let due: Vec<MessageId> = self
-            .deadlines
-            .iter()
-            .take_while(|(d, _)| *d <= now)
-            .map(|(_, id)| *id)
-            .collect();
-        due.into_iter()
-            .filter_map(|id| self.remove(&id).map(|a| (id, a)))
-            .collect()
+        let due = self.index.expire(now);
+        for (_, a) in &due {
+            self.bytes -= a.head.size;
+        }
+        due
     }
 
     /// A peer left: nothing more is forwarded to it.
     pub(crate) fn forget_peer(&mut self, peer: &PeerId) {
-        for a in self.by_id.values_mut() {
+        for a in self.index.values_mut() {
             a.forward_to.retain(|p| p != peer);
         }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(d, _)| *d)
+        self.index.next_deadline()
     }
 
     /// Announced bytes of everything assembling.

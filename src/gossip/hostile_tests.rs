@@ -53,6 +53,17 @@ impl Harness {
         self.raw(from, &rpc.encode_to_vec());
     }
 
+    /// `from` asks for `id` with an IWANT.
+    pub(super) fn iwant(&mut self, from: PeerId, id: &MessageId) {
+        let rpc = wire::GossipRpc {
+            iwant: vec![wire::IWant {
+                ids: vec![id.to_vec()],
+            }],
+            ..Default::default()
+        };
+        self.rpc(from, &rpc);
+    }
+
     pub(super) fn raw(&mut self, from: PeerId, bytes: &[u8]) {
         self.r.handle_rpc(from, bytes, self.now);
         self.drain();

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 /// Most heartbeat windows the estimate may add (the cache's byte bound still holds).
 const MAX_EXTRA_WINDOWS: usize = 100;
+/// Largest sample taken. A peer can replay any message still in our seen cache
+/// (minutes old) to fake a lag; clamped, it can stretch deadlines by 20 s at most.
+const MAX_LAG: Duration = Duration::from_secs(10);
 
 /// A lag estimate that rises at once and decays slowly.
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,6 +22,7 @@ pub(crate) struct Lag {
 impl Lag {
     /// A duplicate came `lag` after the first copy.
     pub(crate) fn observe(&mut self, lag: Duration) {
+        let lag = lag.min(MAX_LAG);
         self.value = if lag > self.value {
             // Up quickly: a quarter of the way per sample.
             self.value + (lag - self.value) / 4
@@ -66,7 +70,13 @@ mod tests {
             l.get() < Duration::from_millis(10),
             "but a quiet network brings it down"
         );
-        l.observe(Duration::from_secs(3600));
+        for _ in 0..100 {
+            l.observe(Duration::from_secs(3600));
+        }
+        assert!(
+            l.get() <= MAX_LAG,
+            "a replayed old message fakes at most MAX_LAG"
+        );
         assert_eq!(
             l.extra_windows(Duration::from_millis(200)),
             MAX_EXTRA_WINDOWS

@@ -19,6 +19,7 @@ mod lazy;
 mod mesh;
 pub mod message;
 mod outgoing;
+mod outstanding;
 pub mod penalty;
 mod receive;
 pub mod rpc;

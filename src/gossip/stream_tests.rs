@@ -366,18 +366,41 @@ fn a_large_publish_goes_to_a_few_mesh_peers_and_an_iwant_shares_its_buffers() {
     let first = chunk_buffers(&out, got_head[0]);
     assert_eq!(first.len(), 7);
     let asker = *peers.iter().find(|p| !mesh.contains(p)).unwrap();
-    h.rpc(
-        asker,
-        &wire::GossipRpc {
-            iwant: vec![wire::IWant {
-                ids: vec![id.to_vec()],
-            }],
-            ..Default::default()
-        },
-    );
+    h.iwant(asker, &id);
     let out = h.take();
     assert_eq!(heads_to(&out, asker).len(), 1);
     let answer = chunk_buffers(&out, asker);
     assert_eq!(answer.len(), 7);
     assert!(answer.iter().zip(&first).all(|(a, b)| Arc::ptr_eq(a, b)));
+}
+
+#[test]
+fn chunks_of_another_version_of_a_message_cost_no_one_and_go_nowhere() {
+    let mut h = Harness::new();
+    let up = h.peer(1, &[T]);
+    let other = h.peer(2, &[T]);
+    let down = h.peer(3, &[T]);
+    h.take();
+    // An origin that signs two messages under one seqno: one id, other chunks.
+    let a = stream_of(9, 1, 40_000, 0);
+    let b = stream_of(9, 1, 40_000, 1);
+    assert_eq!(a.id, b.id);
+    h.rpc(up, &head_rpc(&a.head));
+    h.rpc(other, &head_rpc(&b.head));
+    h.raw(other, &b.chunks[0]);
+    let out = h.take();
+    assert!(
+        Harness::penalties(&out, other).is_empty(),
+        "an honest relay of the other version is not a liar"
+    );
+    assert!(
+        chunks_to(&out, down).is_empty(),
+        "and its chunk is not passed on"
+    );
+    for c in &a.chunks {
+        h.raw(up, c);
+    }
+    let got = delivered(&h.take());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, a.data);
 }

@@ -467,15 +467,7 @@ fn answered_after(
     }
     h.drain();
     h.take();
-    h.rpc(
-        asker,
-        &wire::GossipRpc {
-            iwant: vec![wire::IWant {
-                ids: vec![id.to_vec()],
-            }],
-            ..Default::default()
-        },
-    );
+    h.iwant(asker, &id);
     super::hostile_tests::Harness::sent_to(&h.take(), asker)
         .iter()
         .any(|r| !r.publish.is_empty())
