@@ -110,10 +110,16 @@ impl Router {
             return;
         }
         let at = now + self.config.iwant_delay;
+        let implied = self.config.implied_dontwant;
         for raw in ihave.ids.into_iter().take(self.config.max_ihave_length) {
             let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
                 continue;
             };
+            if implied {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.note_has(id);
+                }
+            }
             let known = self.seen.contains(&id)
                 || self.incoming.contains(&id)
                 || self.assembling.contains(&id);
@@ -241,16 +247,70 @@ impl Router {
             .collect();
         targets.sort();
         self.rng.shuffle(&mut targets);
-        let ids: Vec<Vec<u8>> = ids
-            .into_iter()
-            .take(self.config.max_ihave_length)
-            .map(|i| i.to_vec())
-            .collect();
+        let ids: Vec<MessageId> = ids.into_iter().take(self.config.max_ihave_length).collect();
         for p in targets.into_iter().take(self.config.d_lazy) {
-            self.rpc(p).ihave.push(wire::IHave {
+            // Not the ids the peer showed it has.
+            let offer: Vec<Vec<u8>> = match self.peers.get(&p) {
+                Some(peer) => ids
+                    .iter()
+                    .filter(|i| !peer.dontwant.contains(*i))
+                    .map(|i| i.to_vec())
+                    .collect(),
+                None => continue,
+            };
+            if !offer.is_empty() {
+                self.rpc(p).ihave.push(wire::IHave {
+                    topic: topic.to_string(),
+                    ids: offer,
+                });
+            }
+        }
+    }
+
+    /// Holds an IHAVE for a doubly choked link until `ihave_batch` from the first
+    /// one held, so that they go out together.
+    pub(super) fn hold_ihave(&mut self, peer: PeerId, topic: &str, id: MessageId, now: Instant) {
+        let held = self.lazy.entry(peer).or_default();
+        if held.len() >= self.config.max_ihave_length {
+            // Full: this one goes out now, on its own.
+            self.rpc(peer).ihave.push(wire::IHave {
                 topic: topic.to_string(),
-                ids: ids.clone(),
+                ids: vec![id.to_vec()],
             });
+            return;
+        }
+        held.push((topic.to_string(), id));
+        if self.lazy_due.is_none() {
+            self.lazy_due = Some(now + self.config.ihave_batch);
+        }
+    }
+
+    /// The held IHAVEs whose time came: one IHAVE per topic per peer, without the
+    /// ids the peer showed it has (a copy, an IHAVE or IDONTWANT) in the meantime.
+    pub(super) fn send_held_ihaves(&mut self, now: Instant) {
+        if self.lazy_due.is_none_or(|at| at > now) {
+            return;
+        }
+        self.lazy_due = None;
+        let mut held: Vec<(PeerId, Vec<(String, MessageId)>)> = self.lazy.drain().collect();
+        held.sort_by_key(|(p, _)| *p);
+        for (peer, entries) in held {
+            let Some(p) = self.peers.get(&peer) else {
+                continue;
+            };
+            let mut per_topic: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+            for (topic, id) in entries {
+                if p.dontwant.contains(&id) {
+                    continue;
+                }
+                match per_topic.iter_mut().find(|(t, _)| *t == topic) {
+                    Some((_, ids)) => ids.push(id.to_vec()),
+                    None => per_topic.push((topic, vec![id.to_vec()])),
+                }
+            }
+            for (topic, ids) in per_topic {
+                self.rpc(peer).ihave.push(wire::IHave { topic, ids });
+            }
         }
     }
 }

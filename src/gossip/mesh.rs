@@ -18,6 +18,7 @@ impl Router {
         [
             self.incoming.next_deadline(),
             self.assembling.next_deadline(),
+            self.lazy_due,
         ]
         .into_iter()
         .flatten()
@@ -28,6 +29,7 @@ impl Router {
     /// promises and score decay.
     pub fn heartbeat(&mut self, now: Instant) {
         self.send_due_iwants(now);
+        self.send_held_ihaves(now);
         self.expire_announcements(now);
         self.expire_streams(now);
         if now < self.next_heartbeat {

@@ -168,6 +168,21 @@ struct Topic {
     metrics: TopicMetrics,
 }
 
+impl Peer {
+    /// The peer has `id` (it said IDONTWANT, sent a copy or an IHAVE): send it
+    /// neither. On the peer's word, which only ever costs the peer itself; bounded.
+    fn note_has(&mut self, id: MessageId) {
+        if self.dontwant.insert(id) {
+            self.dontwant_order.push_back(id);
+            if self.dontwant_order.len() > MAX_DONTWANT {
+                if let Some(old) = self.dontwant_order.pop_front() {
+                    self.dontwant.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Peer {
     topics: Set<String>,
@@ -203,6 +218,10 @@ pub struct Router {
     suspect_origins: VecDeque<PeerId>,
     /// IWANTs waiting for their delay: id -> (peer, send at).
     iwant_due: Map<MessageId, (PeerId, Instant)>,
+    /// IHAVEs held back for doubly choked links, per peer: (topic, id).
+    lazy: Map<PeerId, Vec<(String, MessageId)>>,
+    /// When the held-back IHAVEs go out.
+    lazy_due: Option<Instant>,
     pending: Map<PeerId, wire::GossipRpc>,
     outputs: VecDeque<GossipOutput>,
     px: Vec<PeerRecord>,
@@ -248,6 +267,8 @@ impl Router {
             peers: Map::default(),
             promises: Map::default(),
             iwant_due: Map::default(),
+            lazy: Map::default(),
+            lazy_due: None,
             pending: Map::default(),
             outputs: VecDeque::new(),
             px: Vec::new(),
@@ -526,6 +547,8 @@ impl Router {
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod implied_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]

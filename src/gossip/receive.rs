@@ -135,6 +135,11 @@ impl Router {
         }
         let id = message::message_id(&msg);
         let topic_name = msg.topic.clone();
+        if self.config.implied_dontwant {
+            if let Some(p) = self.peers.get_mut(&from) {
+                p.note_has(id);
+            }
+        }
         if self.seen.contains(&id) {
             let lag = self
                 .seen
@@ -186,7 +191,8 @@ impl Router {
         let mut forward = msg.clone();
         forward.hops = msg.hops.saturating_add(1);
         self.mcache.put(id, Cached::Whole(forward.clone()));
-        for (p, choked) in mesh {
+        let implied = self.config.implied_dontwant;
+        for (p, choked, we_choked) in mesh {
             if p == from || origin == Some(p) {
                 continue;
             }
@@ -202,11 +208,17 @@ impl Router {
                 if let Some(l) = link {
                     l.hushed = true;
                 }
-                self.rpc(p).idontwant.push(wire::IDontWant {
-                    ids: vec![id.to_vec()],
-                });
+                if !implied {
+                    self.rpc(p).idontwant.push(wire::IDontWant {
+                        ids: vec![id.to_vec()],
+                    });
+                }
             }
-            if choked {
+            if choked && we_choked && implied && !self.config.ihave_batch.is_zero() {
+                // Neither side pushes on this link: the IHAVE only offers repair and
+                // can wait for company.
+                self.hold_ihave(p, &topic_name, id, now);
+            } else if choked {
                 self.rpc(p).ihave.push(wire::IHave {
                     topic: topic_name.clone(),
                     ids: vec![id.to_vec()],
@@ -229,14 +241,14 @@ impl Router {
     /// The first copy of message `id` came from `from`, `hops` from its origin: the
     /// scores, the link's first deliveries (a choked link that was first through
     /// IWANT is unchoked), the topic's counters. Returns the mesh, each peer with
-    /// whether it choked us.
+    /// whether it choked us and whether we choked it.
     pub(super) fn record_first_delivery(
         &mut self,
         from: PeerId,
         id: &MessageId,
         topic_name: &str,
         hops: u32,
-    ) -> Vec<(PeerId, bool)> {
+    ) -> Vec<(PeerId, bool, bool)> {
         let via_iwant = self.promises.remove(id).is_some();
         if let Some(p) = self.peers.get_mut(&from) {
             p.score.first_deliveries += 1.0;
@@ -259,10 +271,10 @@ impl Router {
         if m.first_sources.len() < 64 || m.first_sources.contains_key(&from) {
             *m.first_sources.entry(from).or_default() += 1;
         }
-        let mesh: Vec<(PeerId, bool)> = topic
+        let mesh: Vec<(PeerId, bool, bool)> = topic
             .mesh
             .iter()
-            .map(|(p, l)| (*p, l.choked_by_peer))
+            .map(|(p, l)| (*p, l.choked_by_peer, l.we_choked))
             .collect();
         if unchoke {
             self.rpc(from).unchoke.push(wire::Unchoke {
@@ -371,14 +383,7 @@ impl Router {
             let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
                 continue;
             };
-            if p.dontwant.insert(id) {
-                p.dontwant_order.push_back(id);
-                if p.dontwant_order.len() > MAX_DONTWANT {
-                    if let Some(old) = p.dontwant_order.pop_front() {
-                        p.dontwant.remove(&old);
-                    }
-                }
-            }
+            p.note_has(id);
         }
     }
 }

@@ -258,7 +258,7 @@ impl Router {
             last_from
         };
         let mesh = self.record_first_delivery(from, &id, &topic_name, a.hops);
-        for (p, choked) in mesh {
+        for (p, choked, _) in mesh {
             if p == a.from || p == a.origin || a.forward_to.contains(&p) {
                 continue;
             }

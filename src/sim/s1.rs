@@ -51,6 +51,8 @@ impl RouterProfile {
             g.idontwant_first_fragment = false;
             g.cut_through = false;
             g.flood_publish_max_size = usize::MAX;
+            g.implied_dontwant = false;
+            g.ihave_batch = std::time::Duration::ZERO;
         }
         g
     }
