@@ -146,7 +146,7 @@ fn a_first_fragment_announcing_someone_elses_message_censors_nothing() {
     let first = seen.expect("the attacker sees the first message");
     // ... and announces the next one with a first fragment it never finishes.
     let fake = meshwire::wire::GossipMessage {
-        origin: first.origin.clone(),
+        origin_key: first.origin_key.clone(),
         seqno: first.seqno + 1,
         topic: T.into(),
         data: vec![0; 1 << 20],

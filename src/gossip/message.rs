@@ -19,16 +19,17 @@ pub enum Validation {
     Ignore,
 }
 
-/// The id of a message.
+/// The id of a message: of its origin (the PeerId of `origin_key`) and seqno, or of
+/// topic and data when anonymous.
 pub fn message_id(msg: &wire::GossipMessage) -> MessageId {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    if msg.origin.is_empty() {
+    if msg.origin_key.is_empty() {
         ctx.update(b"anon");
         ctx.update(&(msg.topic.len() as u32).to_be_bytes());
         ctx.update(msg.topic.as_bytes());
         ctx.update(&msg.data);
     } else {
-        ctx.update(&msg.origin);
+        ctx.update(PeerId::from_public_key(&msg.origin_key).as_bytes());
         ctx.update(&msg.seqno.to_be_bytes());
     }
     let mut id = [0u8; 32];
@@ -36,25 +37,28 @@ pub fn message_id(msg: &wire::GossipMessage) -> MessageId {
     id
 }
 
-fn signing_bytes(topic: &str, seqno: u64, data: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(LABEL.len() + 12 + topic.len() + data.len());
-    b.extend_from_slice(LABEL);
-    b.extend_from_slice(&(topic.len() as u32).to_be_bytes());
-    b.extend_from_slice(topic.as_bytes());
-    b.extend_from_slice(&seqno.to_be_bytes());
-    b.extend_from_slice(data);
-    b
+/// What the origin signs: a 32-byte digest of label, topic, seqno and data, taken in
+/// one pass over the payload where it lies (no copy of it to sign or verify).
+fn signed_digest(topic: &str, seqno: u64, data: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(LABEL);
+    ctx.update(&(topic.len() as u32).to_be_bytes());
+    ctx.update(topic.as_bytes());
+    ctx.update(&seqno.to_be_bytes());
+    ctx.update(data);
+    let mut d = [0u8; 32];
+    d.copy_from_slice(ctx.finish().as_ref());
+    d
 }
 
 /// A new message, signed by `key` or anonymous.
 pub fn build(key: Option<&Keypair>, topic: &str, seqno: u64, data: Vec<u8>) -> wire::GossipMessage {
     match key {
         Some(k) => wire::GossipMessage {
-            origin: k.peer_id().as_bytes().to_vec(),
+            origin_key: k.public_key().to_vec(),
             seqno,
             topic: topic.to_string(),
-            public_key: k.public_key().to_vec(),
-            signature: k.sign(&signing_bytes(topic, seqno, &data)).to_vec(),
+            signature: k.sign(&signed_digest(topic, seqno, &data)).to_vec(),
             data,
             hops: 0,
         },
@@ -71,36 +75,30 @@ pub fn build(key: Option<&Keypair>, topic: &str, seqno: u64, data: Vec<u8>) -> w
 pub enum EnvelopeError {
     /// Signature missing where required, or fields malformed.
     Malformed,
-    /// The signature or the origin does not match the key.
+    /// The signature does not match the key.
     BadSignature,
 }
 
-/// Checks the envelope: a signed message must verify and its origin must be the key's
-/// id; an anonymous one must carry no origin, key or signature.
+/// Checks the envelope: a signed message must verify under its origin key; an
+/// anonymous one must carry no key or signature. Returns the origin.
 pub fn verify(
     msg: &wire::GossipMessage,
     require_signature: bool,
 ) -> Result<Option<PeerId>, EnvelopeError> {
-    if msg.origin.is_empty() && msg.public_key.is_empty() && msg.signature.is_empty() {
+    if msg.origin_key.is_empty() && msg.signature.is_empty() {
         return if require_signature {
             Err(EnvelopeError::Malformed)
         } else {
             Ok(None)
         };
     }
-    if msg.public_key.len() != PUBLIC_KEY_LEN
-        || msg.signature.len() != SIGNATURE_LEN
-        || msg.origin.len() != 32
-    {
+    if msg.origin_key.len() != PUBLIC_KEY_LEN || msg.signature.len() != SIGNATURE_LEN {
         return Err(EnvelopeError::Malformed);
     }
-    let origin = PeerId::from_public_key(&msg.public_key);
-    if origin.as_bytes()[..] != msg.origin[..] {
-        return Err(EnvelopeError::BadSignature);
-    }
+    let origin = PeerId::from_public_key(&msg.origin_key);
     if !identity::verify(
-        &msg.public_key,
-        &signing_bytes(&msg.topic, msg.seqno, &msg.data),
+        &msg.origin_key,
+        &signed_digest(&msg.topic, msg.seqno, &msg.data),
         &msg.signature,
     ) {
         return Err(EnvelopeError::BadSignature);
@@ -124,11 +122,11 @@ pub fn peek_first(prefix: &[u8]) -> Option<(MessageId, Option<String>)> {
         return None;
     }
     let _len = read_varint(&mut r)?;
-    // GossipMessage field 1 (origin, 32 bytes) then field 2 (seqno).
+    // GossipMessage field 1 (origin key, 32 bytes) then field 2 (seqno).
     if read_varint(&mut r)? != (1 << 3 | 2) || read_varint(&mut r)? != 32 || r.len() < 32 {
         return None;
     }
-    let (origin, mut rest) = r.split_at(32);
+    let (key, mut rest) = r.split_at(32);
     let seqno = if rest.first() == Some(&(2 << 3)) {
         rest = &rest[1..];
         read_varint(&mut rest)?
@@ -136,7 +134,7 @@ pub fn peek_first(prefix: &[u8]) -> Option<(MessageId, Option<String>)> {
         0
     };
     let msg = wire::GossipMessage {
-        origin: origin.to_vec(),
+        origin_key: key.to_vec(),
         seqno,
         ..Default::default()
     };
@@ -182,8 +180,11 @@ mod tests {
         hops.hops = 5;
         assert!(verify(&hops, true).is_ok(), "hops are not signed");
         let mut other = m.clone();
-        other.origin = vec![9; 32];
+        other.origin_key = Keypair::from_seed([9; 32]).public_key().to_vec();
         assert_eq!(verify(&other, true), Err(EnvelopeError::BadSignature));
+        let mut short = m.clone();
+        short.origin_key.pop();
+        assert_eq!(verify(&short, true), Err(EnvelopeError::Malformed));
         let anon = build(None, "blocks", 0, b"x".to_vec());
         assert_eq!(verify(&anon, true), Err(EnvelopeError::Malformed));
         assert_eq!(verify(&anon, false), Ok(None));

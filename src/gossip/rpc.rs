@@ -304,7 +304,7 @@ mod tests {
 
     fn msg(seq: u64, len: usize) -> wire::GossipMessage {
         wire::GossipMessage {
-            origin: vec![1; 32],
+            origin_key: vec![1; 32],
             seqno: seq,
             topic: "t".into(),
             data: vec![7; len],

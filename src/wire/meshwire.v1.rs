@@ -370,9 +370,10 @@ pub mod kad_message {
 /// from the first fragment of a large message.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GossipMessage {
-    /// The origin's PeerId (32 bytes); empty in anonymous mode.
+    /// The origin's Ed25519 public key (32 bytes); empty in anonymous mode. The origin
+    /// is its PeerId, SHA-256 of this key, so no copy carries both.
     #[prost(bytes = "vec", tag = "1")]
-    pub origin: ::prost::alloc::vec::Vec<u8>,
+    pub origin_key: ::prost::alloc::vec::Vec<u8>,
     /// The origin's sequence number (anonymous mode: 0).
     #[prost(uint64, tag = "2")]
     pub seqno: u64,
@@ -380,10 +381,7 @@ pub struct GossipMessage {
     pub topic: ::prost::alloc::string::String,
     #[prost(bytes = "vec", tag = "4")]
     pub data: ::prost::alloc::vec::Vec<u8>,
-    /// The origin's Ed25519 public key (32 bytes), so receivers verify without a lookup.
-    #[prost(bytes = "vec", tag = "5")]
-    pub public_key: ::prost::alloc::vec::Vec<u8>,
-    /// Ed25519 over "meshwire/v1 gossip" || u32 len || topic || u64 seqno || data.
+    /// Ed25519 over SHA-256("meshwire/v1 gossip" || u32 len || topic || u64 seqno || data).
     #[prost(bytes = "vec", tag = "6")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
     /// Hops from the origin; not signed, incremented by each forwarder.
