@@ -132,3 +132,33 @@ fn ihaves_on_links_choked_both_ways_go_out_together_without_what_the_peer_has() 
     h.drain();
     assert!(got(&h.take(), c).1.is_empty());
 }
+
+#[test]
+fn held_ihaves_leave_with_their_peer_and_pushing_links_get_theirs_at_once() {
+    let mut h = Harness::new();
+    let a = h.peer(1, &[T]);
+    let (c, e) = (h.peer(3, &[T]), h.peer(5, &[T]));
+    let choke = wire::GossipRpc {
+        choke: vec![wire::Choke { topic: T.into() }],
+        ..Default::default()
+    };
+    // c: choked both ways; e: only e choked us (it still pushes to us).
+    h.rpc(c, &choke);
+    h.rpc(e, &choke);
+    if let Some(l) = h.r.topics.get_mut(T).and_then(|t| t.mesh.get_mut(&c)) {
+        l.we_choked = true;
+    }
+    h.take();
+    let m = signed(50, 1, 512);
+    h.rpc(a, &publish(&m));
+    let out = h.take();
+    assert_eq!(got(&out, e).1, vec![message::message_id(&m).to_vec()]);
+    assert!(got(&out, c).1.is_empty());
+    assert!(h.r.lazy.contains_key(&c));
+    h.r.remove_peer(&c);
+    assert!(h.r.lazy.is_empty(), "a gone peer's held IHAVEs go with it");
+    h.now += h.r.config.ihave_batch;
+    h.r.heartbeat(h.now);
+    h.drain();
+    assert!(got(&h.take(), c).1.is_empty());
+}

@@ -267,19 +267,32 @@ impl Router {
         }
     }
 
-    /// Holds an IHAVE for a doubly choked link until `ihave_batch` from the first
-    /// one held, so that they go out together.
-    pub(super) fn hold_ihave(&mut self, peer: PeerId, topic: &str, id: MessageId, now: Instant) {
-        let held = self.lazy.entry(peer).or_default();
-        if held.len() >= self.config.max_ihave_length {
-            // Full: this one goes out now, on its own.
+    /// Offers `id` with IHAVE to `peer`, which asked for IHAVE instead of messages.
+    /// At once if the peer still pushes to us (the IHAVE also tells it we have the
+    /// message); on a link choked both ways it only offers repair, so it is held
+    /// for up to `ihave_batch` and goes out with the others held by then.
+    pub(super) fn offer_lazily(
+        &mut self,
+        peer: PeerId,
+        topic: &str,
+        id: MessageId,
+        we_choked: bool,
+        now: Instant,
+    ) {
+        let held_ids = |h: &HeldIhaves| h.iter().map(|(_, ids)| ids.len()).sum();
+        let full = self.lazy.get(&peer).map_or(0, held_ids) >= self.config.max_ihave_length;
+        if !we_choked || self.config.ihave_batch.is_zero() || full {
             self.rpc(peer).ihave.push(wire::IHave {
                 topic: topic.to_string(),
                 ids: vec![id.to_vec()],
             });
             return;
         }
-        held.push((topic.to_string(), id));
+        let held = self.lazy.entry(peer).or_default();
+        match held.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, ids)) => ids.push(id),
+            None => held.push((topic.to_string(), vec![id])),
+        }
         if self.lazy_due.is_none() {
             self.lazy_due = Some(now + self.config.ihave_batch);
         }
@@ -292,25 +305,25 @@ impl Router {
             return;
         }
         self.lazy_due = None;
-        let mut held: Vec<(PeerId, Vec<(String, MessageId)>)> = self.lazy.drain().collect();
+        let mut held: Vec<(PeerId, HeldIhaves)> = self.lazy.drain().collect();
         held.sort_by_key(|(p, _)| *p);
-        for (peer, entries) in held {
+        for (peer, topics) in held {
             let Some(p) = self.peers.get(&peer) else {
                 continue;
             };
-            let mut per_topic: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
-            for (topic, id) in entries {
-                if p.dontwant.contains(&id) {
-                    continue;
-                }
-                match per_topic.iter_mut().find(|(t, _)| *t == topic) {
-                    Some((_, ids)) => ids.push(id.to_vec()),
-                    None => per_topic.push((topic, vec![id.to_vec()])),
-                }
-            }
-            for (topic, ids) in per_topic {
-                self.rpc(peer).ihave.push(wire::IHave { topic, ids });
-            }
+            let ihaves: Vec<wire::IHave> = topics
+                .into_iter()
+                .map(|(topic, ids)| wire::IHave {
+                    topic,
+                    ids: ids
+                        .iter()
+                        .filter(|id| !p.dontwant.contains(*id))
+                        .map(|id| id.to_vec())
+                        .collect(),
+                })
+                .filter(|i| !i.ids.is_empty())
+                .collect();
+            self.rpc(peer).ihave.extend(ihaves);
         }
     }
 }

@@ -168,6 +168,9 @@ struct Topic {
     metrics: TopicMetrics,
 }
 
+/// IHAVEs held for one peer: ids per topic.
+type HeldIhaves = Vec<(String, Vec<MessageId>)>;
+
 impl Peer {
     /// The peer has `id` (it said IDONTWANT, sent a copy or an IHAVE): send it
     /// neither. On the peer's word, which only ever costs the peer itself; bounded.
@@ -218,8 +221,9 @@ pub struct Router {
     suspect_origins: VecDeque<PeerId>,
     /// IWANTs waiting for their delay: id -> (peer, send at).
     iwant_due: Map<MessageId, (PeerId, Instant)>,
-    /// IHAVEs held back for doubly choked links, per peer: (topic, id).
-    lazy: Map<PeerId, Vec<(String, MessageId)>>,
+    /// IHAVEs held back for doubly choked links, per peer and topic (at most
+    /// `max_ihave_length` ids per peer).
+    lazy: Map<PeerId, HeldIhaves>,
     /// When the held-back IHAVEs go out.
     lazy_due: Option<Instant>,
     pending: Map<PeerId, wire::GossipRpc>,
@@ -314,6 +318,7 @@ impl Router {
         self.incoming.forget_peer(peer);
         self.assembling.forget_peer(peer);
         self.pending.remove(peer);
+        self.lazy.remove(peer);
         self.chunk_sends.retain(|(p, _)| p != peer);
         for t in self.topics.values_mut() {
             t.mesh.remove(peer);

@@ -214,15 +214,8 @@ impl Router {
                     });
                 }
             }
-            if choked && we_choked && implied && !self.config.ihave_batch.is_zero() {
-                // Neither side pushes on this link: the IHAVE only offers repair and
-                // can wait for company.
-                self.hold_ihave(p, &topic_name, id, now);
-            } else if choked {
-                self.rpc(p).ihave.push(wire::IHave {
-                    topic: topic_name.clone(),
-                    ids: vec![id.to_vec()],
-                });
+            if choked {
+                self.offer_lazily(p, &topic_name, id, we_choked, now);
             } else {
                 self.rpc(p).publish.push(forward.clone());
             }

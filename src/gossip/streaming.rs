@@ -258,7 +258,7 @@ impl Router {
             last_from
         };
         let mesh = self.record_first_delivery(from, &id, &topic_name, a.hops);
-        for (p, choked, _) in mesh {
+        for (p, choked, we_choked) in mesh {
             if p == a.from || p == a.origin || a.forward_to.contains(&p) {
                 continue;
             }
@@ -267,10 +267,7 @@ impl Router {
                 continue;
             }
             if choked {
-                self.rpc(p).ihave.push(wire::IHave {
-                    topic: topic_name.clone(),
-                    ids: vec![id.to_vec()],
-                });
+                self.offer_lazily(p, &topic_name, id, we_choked, now);
             } else if a.later.contains(&p) {
                 self.send_stream(p, &a.head, &chunks);
             }
