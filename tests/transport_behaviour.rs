@@ -392,9 +392,11 @@ fn resolving_a_duplicate_connection_loses_no_queued_message() {
     }
     let a = builder(280, &chans).keypair(ka).start().unwrap();
     let b = builder(281, &chans).keypair(kb).start().unwrap();
-    let eb = b.events();
+    let (ea, eb) = (a.events(), b.events());
     a.dial(b.listen_addrs()[0], Some(b.peer_id())).unwrap();
+    // Both ends: `b` may announce `a` before `a` has finished its side of the handshake.
     connected(&eb, a.peer_id());
+    connected(&ea, b.peer_id());
     // A burst is on its way over the first connection when the second one arrives.
     for i in 0..10u8 {
         a.send(b.peer_id(), BIG, vec![i; 1 << 20]).unwrap();
