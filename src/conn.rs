@@ -255,6 +255,7 @@ impl Connection {
         open.sealer
             .limit_plaintext(info.max_frame_plaintext.unwrap_or(DEFAULT_MAX_PLAINTEXT));
         open.mux.limit_sends(|channel| info.max_message(channel));
+        open.mux.peer_serves(&info.channels);
         // Early frames that came with the last handshake message; they fit, since the
         // opener buffers at least a whole frame and the scratch is smaller.
         let early = &self.scratch[used..n];

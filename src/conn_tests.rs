@@ -34,8 +34,15 @@ fn carry(from: &mut Connection, to: &mut Connection, now: Instant, rng: &SystemR
     }
 }
 
+/// Handshake settings announcing the one channel both ends serve.
+fn handshake_config() -> HandshakeConfig {
+    let mut hs = HandshakeConfig::new("conn-test");
+    hs.node_info.channels = vec![CH];
+    hs
+}
+
 fn established_pair() -> (Connection, Connection, Instant, SystemRandom) {
-    let hs = Arc::new(HandshakeConfig::new("conn-test"));
+    let hs = Arc::new(handshake_config());
     established_with(hs.clone(), hs)
 }
 
@@ -111,8 +118,8 @@ fn a_peer_close_during_our_graceful_close_still_gets_everything_queued() {
 
 #[test]
 fn what_the_peer_announces_it_accepts_bounds_our_frames_and_messages() {
-    let a_hs = Arc::new(HandshakeConfig::new("conn-test"));
-    let mut b_hs = HandshakeConfig::new("conn-test");
+    let a_hs = Arc::new(handshake_config());
+    let mut b_hs = handshake_config();
     b_hs.max_frame_plaintext = 16 * 1024;
     b_hs.node_info.max_frame_plaintext = Some(16 * 1024);
     b_hs.node_info.channels = vec![CH];

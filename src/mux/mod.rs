@@ -143,6 +143,22 @@ impl Mux {
         self.allowed = Some(channels.to_vec());
     }
 
+    /// The channels the peer announced. Credit is granted, and messages sent, only
+    /// on channels both sides serve: a grant or a message on a channel the peer does
+    /// not have is a violation on its side, and a send there could never leave (it
+    /// is refused as [`SendError::UnknownChannel`] instead). Call before the first
+    /// frame, when the initial grants have not gone out yet.
+    pub fn peer_serves(&mut self, channels: &[ChannelId]) {
+        for r in &mut self.recv {
+            if !channels.contains(&r.id()) {
+                r.withhold();
+            }
+        }
+        for c in &mut self.send {
+            c.peer_serves = channels.contains(&c.config.id);
+        }
+    }
+
     /// Sends on each channel no message larger than `peer_max(channel)` says the
     /// peer accepts (where it says), so a message it would refuse is refused here,
     /// at `send`, instead of closing the connection there.
@@ -194,6 +210,7 @@ impl Mux {
         }
         let i = self
             .index(channel)
+            .filter(|i| self.send[*i].peer_serves)
             .ok_or(SendError::UnknownChannel(channel))?;
         let result = self.send[i].push(data, opts);
         if result == Err(SendError::Full) {

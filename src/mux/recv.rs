@@ -35,6 +35,13 @@ impl RecvChannel {
         }
     }
 
+    /// The peer does not serve this channel: it is granted nothing, so it can send
+    /// nothing here (a byte is credit exceeded).
+    pub(crate) fn withhold(&mut self) {
+        self.granted = 0;
+        self.to_grant = 0;
+    }
+
     pub(crate) fn id(&self) -> u32 {
         self.id
     }

@@ -57,6 +57,8 @@ pub(crate) struct SendChannel {
     /// When this channel last sent data.
     pub(crate) last_sent: Option<std::time::Instant>,
     pub(crate) counters: ChannelCounters,
+    /// Whether the peer announced this channel (until told, assumed).
+    pub(crate) peer_serves: bool,
 }
 
 impl SendChannel {
@@ -67,6 +69,7 @@ impl SendChannel {
             queue: VecDeque::new(),
             queued_bytes: 0,
             credit: 0,
+            peer_serves: true,
             recent: 0.0,
             dequeued: 0,
             last_sent: None,

@@ -571,3 +571,33 @@ fn a_peer_that_takes_nothing_from_a_full_queue_is_stalled_after_the_timeout() {
     a.fill_frame(&mut frame, FRAME, t);
     assert!(!a.is_stalled(t + DEFAULT_STALL_TIMEOUT));
 }
+
+#[test]
+fn peers_with_different_channels_share_only_the_common_ones() {
+    // `a` serves BULK and URGENT; `b` serves BULK only.
+    let cfg_b = MuxConfig {
+        channels: vec![ChannelConfig::new(BULK).max_message_size(4 << 20)],
+        ..MuxConfig::default()
+    };
+    let now = Instant::now();
+    let (mut a, mut b) = (Mux::new(&config(), now, 1), Mux::new(&cfg_b, now, 2));
+    a.peer_serves(&[BULK]);
+    b.peer_serves(&[BULK, URGENT]);
+    // No grant for URGENT reaches `b` (that would be a violation there), and a send
+    // on it is refused at once rather than waiting for credit that never comes.
+    assert_eq!(
+        a.send(URGENT, msg(10, 1), SendOptions::default()),
+        Err(SendError::UnknownChannel(URGENT))
+    );
+    a.send(BULK, msg(10, 2), SendOptions::default()).unwrap();
+    assert_eq!(exchange(&mut a, &mut b, now), vec![(BULK, vec![2; 10])]);
+    b.send(BULK, msg(10, 3), SendOptions::default()).unwrap();
+    assert_eq!(exchange(&mut b, &mut a, now), vec![(BULK, vec![3; 10])]);
+    // A peer that sends on a channel it did not announce was granted nothing there.
+    let mut frame = Vec::new();
+    packet::put_msg(&mut frame, URGENT, true, &[0; 4], 0);
+    assert_eq!(
+        a.handle_frame(&frame, now),
+        Err(MuxError::CreditExceeded { channel: URGENT })
+    );
+}

@@ -44,6 +44,7 @@ impl NodeCore {
                 bootstrap: false,
                 reassembly: 0,
                 retire_at: None,
+                channels: Vec::new(),
             },
         );
         Some(id)
@@ -326,9 +327,10 @@ impl NodeCore {
             }
         }
         let channels = info.channels;
+        entry.channels = channels.clone();
         let Some(&existing) = self.peers.get(&remote) else {
             self.announce(id, remote, channels, now);
-            if let Some(kad) = &mut self.kad {
+            if let (Some(kad), true) = (&mut self.kad, self.conns[&id].serves(KAD_CHANNEL)) {
                 kad.on_connected(remote, info.listen_addrs, now);
             }
             self.drain_kad(now);
@@ -402,8 +404,9 @@ impl NodeCore {
         if entry.persistent || self.manager.is_persistent(addr, Some(remote)) {
             self.manager.persistent_connected(addr, remote);
         }
+        let gossips = entry.serves(GOSSIP_CHANNEL);
         self.peers.insert(remote, id);
-        if let Some(r) = &mut self.router {
+        if let (Some(r), true) = (&mut self.router, gossips) {
             r.add_peer(remote, addr.ip(), now);
         }
         self.outputs.push_back(Output::PeerUp {

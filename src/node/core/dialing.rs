@@ -107,6 +107,7 @@ impl NodeCore {
                 bootstrap: false,
                 reassembly: 0,
                 retire_at: None,
+                channels: Vec::new(),
             },
         );
         self.outputs.push_back(Output::Dial {

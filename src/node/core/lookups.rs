@@ -115,6 +115,14 @@ impl NodeCore {
             .copied();
         if let Some(id) = conn {
             if let Some(e) = self.conns.get_mut(&id) {
+                if !e.lookup_only && e.announced && !e.serves(KAD_CHANNEL) {
+                    // A peer connected for its other channels that runs no DHT (a
+                    // validator behind its sentries): it cannot answer.
+                    if let Some(kad) = &mut self.kad {
+                        kad.on_unreachable(peer, now);
+                    }
+                    return;
+                }
                 if e.conn.is_established() {
                     e.last_active = now;
                     if e.conn

@@ -89,6 +89,16 @@ struct Entry {
     reassembly: usize,
     /// It lost the duplicate rule and waits for its dialer's Close until then.
     retire_at: Option<Instant>,
+    /// The channels the peer announced in its handshake (empty until then): DHT and
+    /// gossip traffic goes only to a peer that serves them, since a message on a
+    /// channel it does not serve is a violation on its side.
+    channels: Vec<ChannelId>,
+}
+
+impl Entry {
+    fn serves(&self, channel: ChannelId) -> bool {
+        self.channels.contains(&channel)
+    }
 }
 
 pub(crate) struct NodeCore {
