@@ -297,7 +297,8 @@ impl fmt::Display for MuxError {
 
 impl std::error::Error for MuxError {}
 
-/// Why a message was not accepted for sending. Returned at once; never blocks.
+/// Why a message (or a request) was not accepted. `send` returns it at once;
+/// `send_timeout` and the requests that wait say [`SendError::TimedOut`] when time ran out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
     /// The channel's send queue to that peer is full.
@@ -315,6 +316,8 @@ pub enum SendError {
     UnknownPeer,
     /// The node or connection is shutting down.
     Closed,
+    /// No room came (or no answer) within the time the caller gave.
+    TimedOut,
 }
 
 impl fmt::Display for SendError {
@@ -330,6 +333,7 @@ impl fmt::Display for SendError {
             SendError::UnknownChannel(c) => write!(f, "unknown channel {c}"),
             SendError::UnknownPeer => f.write_str("not connected to that peer"),
             SendError::Closed => f.write_str("closed"),
+            SendError::TimedOut => f.write_str("timed out"),
         }
     }
 }

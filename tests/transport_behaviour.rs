@@ -437,3 +437,89 @@ fn resolving_a_duplicate_connection_loses_no_queued_message() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn send_timeout_waits_for_room_and_says_timed_out_not_closed() {
+    const CH: u32 = 3;
+    let chans = [ChannelConfig::new(CH)
+        .max_message_size(16 * 1024)
+        .recv_window(32 * 1024)
+        .send_queue_capacity(2)];
+    let a = builder(290, &chans).start().unwrap();
+    let mut bb = builder(291, &chans);
+    bb.config_mut().event_queue = 4;
+    let b = bb.start().unwrap();
+    let (ea, eb) = (a.events(), b.events());
+    a.dial(b.listen_addrs()[0], Some(b.peer_id())).unwrap();
+    connected(&eb, a.peer_id());
+    connected(&ea, b.peer_id());
+    let opts = meshwire::mux::SendOptions::default;
+    // `b` reads nothing: its window and event queue fill, then `a`'s queue.
+    let msg = || vec![5u8; 16 * 1024];
+    // Until a wait of 300 ms brings no room: then the queue is full for good.
+    let mut accepted = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = Instant::now();
+        match a.send_timeout(b.peer_id(), CH, msg(), opts(), Duration::from_millis(300)) {
+            Ok(()) => accepted += 1,
+            Err(SendError::TimedOut) => {
+                assert!(t.elapsed() >= Duration::from_millis(300));
+                break;
+            }
+            Err(e) => panic!("send_timeout: {e}"),
+        }
+        assert!(Instant::now() < deadline, "b's window never filled");
+    }
+    assert_eq!(a.send(b.peer_id(), CH, msg()), Err(SendError::Full));
+    assert_eq!(
+        a.send_timeout(
+            Keypair::generate().unwrap().peer_id(),
+            CH,
+            msg(),
+            opts(),
+            Duration::from_secs(5)
+        ),
+        Err(SendError::UnknownPeer),
+        "refused at once, not after the timeout"
+    );
+    // `b` starts reading: the waiting send gets its room.
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < accepted + 1 {
+            match eb.recv_timeout(Duration::from_secs(10)) {
+                Ok(Event::Message { .. }) => got += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    a.send_timeout(b.peer_id(), CH, msg(), opts(), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(reader.join().unwrap(), accepted + 1, "nothing lost");
+    // A waiter whose peer leaves hears so, not a timeout.
+    // (Filled for good once a wait of 300 ms brings no room.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.send_timeout(b.peer_id(), CH, msg(), opts(), Duration::from_millis(300)) == Ok(()) {
+        assert!(Instant::now() < deadline, "b's window never filled");
+    }
+    let peer = b.peer_id();
+    let closer = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            a.ban(peer, Duration::from_secs(60)).unwrap();
+        })
+    };
+    let t = Instant::now();
+    assert_eq!(
+        a.send_timeout(peer, CH, msg(), opts(), Duration::from_secs(20)),
+        Err(SendError::UnknownPeer)
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    closer.join().unwrap();
+    a.shutdown();
+    b.shutdown();
+}

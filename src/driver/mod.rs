@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+
+use crate::error::SendError;
 use mio::{Poll, Waker};
 use parking_lot::Mutex;
 
@@ -75,6 +77,22 @@ impl RuntimeShared {
                 Ok(())
             }
             Err(TrySendError::Full(cmd)) | Err(TrySendError::Disconnected(cmd)) => Err(cmd),
+        }
+    }
+
+    /// Queues a command, waiting until `deadline` for room.
+    pub(crate) fn submit_until(
+        &self,
+        cmd: LoopCommand,
+        deadline: std::time::Instant,
+    ) -> Result<(), SendError> {
+        match self.commands.send_deadline(cmd, deadline) {
+            Ok(()) => {
+                self.wake.wake();
+                Ok(())
+            }
+            Err(SendTimeoutError::Timeout(_)) => Err(SendError::TimedOut),
+            Err(SendTimeoutError::Disconnected(_)) => Err(SendError::Closed),
         }
     }
 

@@ -145,6 +145,8 @@ impl NodeSlot {
                         self.shared.dequeued(&p.queued, channel, 1);
                     }
                 }
+                // A sender waiting for this peer's queue learns it is gone.
+                self.shared.room.ring();
             }
             Output::Dequeued { peer, channel, n } => {
                 if let Some(p) = self.shared.peers.read().get(&peer) {

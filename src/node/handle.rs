@@ -93,14 +93,7 @@ impl NodeHandle {
         data: Vec<u8>,
         opts: SendOptions,
     ) -> Result<(), SendError> {
-        let index = self.check_channel(channel, data.len())?;
-        let peers = self.inner.shared.peers.read();
-        let p = peers.get(&peer).ok_or(SendError::UnknownPeer)?;
-        if !p.channels.contains(&channel) {
-            return Err(SendError::UnknownChannel(channel));
-        }
-        let queued = p.queued.clone();
-        drop(peers);
+        let (index, queued) = self.send_target(peer, channel, data.len())?;
         self.reserve(&queued[index], channel)?;
         let data = Arc::new(data);
         self.submit(Command::Send {
@@ -110,8 +103,86 @@ impl NodeHandle {
             opts,
         })
         .inspect_err(|_| {
-            queued[index].fetch_sub(1, Ordering::AcqRel);
+            queued[index].fetch_sub(1, Ordering::SeqCst);
         })
+    }
+
+    /// [`NodeHandle::send_with`] that waits up to `timeout` for room in the peer's
+    /// queue instead of answering [`SendError::Full`]: [`SendError::TimedOut`] if
+    /// none came. Any other refusal (unknown peer or channel, too large, closed)
+    /// comes at once, and a peer that leaves while we wait is
+    /// [`SendError::UnknownPeer`]. Not for the node's own loop thread (a gossip
+    /// validator), which is what makes room.
+    ///
+    /// ```no_run
+    /// # fn f(node: &meshwire::NodeHandle, peer: meshwire::PeerId) -> Result<(), meshwire::SendError> {
+    /// use std::time::Duration;
+    /// use meshwire::mux::SendOptions;
+    /// node.send_timeout(peer, 1, b"block part".to_vec(), SendOptions::default(), Duration::from_secs(1))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_timeout(
+        &self,
+        peer: PeerId,
+        channel: ChannelId,
+        data: Vec<u8>,
+        opts: SendOptions,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        let deadline = Instant::now() + timeout;
+        let room = self.inner.shared.room.enter();
+        let (index, queued) = loop {
+            let seen = room.generation();
+            let (index, queued) = self.send_target(peer, channel, data.len())?;
+            match self.reserve(&queued[index], channel) {
+                Ok(()) => break (index, queued),
+                Err(SendError::Full) => {
+                    if self.inner.shared.closed.load(Ordering::Acquire) {
+                        return Err(SendError::Closed);
+                    }
+                    if !room.wait(seen, deadline) {
+                        return Err(SendError::TimedOut);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        drop(room);
+        let cmd = LoopCommand::Node(
+            self.inner.index,
+            Command::Send {
+                peer,
+                channel,
+                data: Arc::new(data),
+                opts,
+            },
+        );
+        self.inner
+            .runtime
+            .submit_until(cmd, deadline)
+            .inspect_err(|_| {
+                queued[index].fetch_sub(1, Ordering::SeqCst);
+            })
+    }
+
+    /// The channel's index and the peer's queue counts, if a message of `len` bytes
+    /// may go to `peer` on `channel` at all.
+    fn send_target(
+        &self,
+        peer: PeerId,
+        channel: ChannelId,
+        len: usize,
+    ) -> Result<(usize, Arc<[std::sync::atomic::AtomicUsize]>), SendError> {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let index = self.check_channel(channel, len)?;
+        let peers = self.inner.shared.peers.read();
+        let p = peers.get(&peer).ok_or(SendError::UnknownPeer)?;
+        if !p.channels.contains(&channel) {
+            return Err(SendError::UnknownChannel(channel));
+        }
+        Ok((index, p.queued.clone()))
     }
 
     /// Queues `data` on `channel` to every connected peer serving it whose queue has
@@ -137,7 +208,7 @@ impl NodeHandle {
         })
         .inspect_err(|_| {
             for (_, q) in &targets {
-                q[index].fetch_sub(1, Ordering::AcqRel);
+                q[index].fetch_sub(1, Ordering::SeqCst);
             }
         })?;
         Ok(count)
@@ -170,7 +241,7 @@ impl NodeHandle {
             .channel(channel)
             .map_or(0, |c| c.send_queue_capacity);
         queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
                 (q < cap).then_some(q + 1)
             })
             .map(drop)
@@ -218,7 +289,10 @@ impl NodeHandle {
             .runtime
             .submit(cmd)
             .map_err(|_| SendError::Full)?;
-        rx.recv_timeout(timeout).map_err(|_| SendError::Closed)
+        rx.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => SendError::TimedOut,
+            crossbeam_channel::RecvTimeoutError::Disconnected => SendError::Closed,
+        })
     }
 
     /// The loop command for the request `make` builds, and where its reply (what
@@ -377,6 +451,7 @@ impl NodeHandle {
         let (cmd, rx) = self.request(Command::Shutdown, |_| Some(()));
         let submitted = self.inner.runtime.submit_blocking(cmd);
         self.inner.shared.closed.store(true, Ordering::Release);
+        self.inner.shared.room.ring();
         if submitted {
             let _ = rx.recv_timeout(crate::conn::LINGER + Duration::from_secs(3));
         }

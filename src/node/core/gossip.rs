@@ -38,6 +38,7 @@ impl NodeCore {
                             SendError::UnknownChannel(_) => "gossip_channel_not_served",
                             SendError::UnknownPeer => "gossip_conn_not_open",
                             SendError::TooLarge { .. } => "gossip_too_large",
+                            SendError::TimedOut => "gossip_timed_out",
                         };
                         Metrics::count(&mut self.metrics.drops, reason);
                     }
