@@ -161,6 +161,12 @@ pub struct NodeConfig {
     pub socket: SocketOptions,
     /// Peers redialed whenever they are not connected.
     pub persistent_peers: Vec<PersistentPeer>,
+    /// Peers exempt from the inbound and outbound limits (and from the per-IP limit
+    /// when we dial them): a validator's sentries, a sentry's validator.
+    pub unconditional_peers: Vec<PeerId>,
+    /// Peers never passed on: kept out of the DHT table, so no DHT answer, peer
+    /// exchange or record we give names them (a sentry's validator).
+    pub private_peers: Vec<PeerId>,
     /// Bootstrap peers dialed at start (with their id, if known); the DHT finds the rest.
     pub bootstrap: Vec<PersistentPeer>,
     /// The Kademlia DHT (`None` turns it off).
@@ -197,6 +203,8 @@ impl NodeConfig {
             limits: PeerLimits::default(),
             socket: SocketOptions::default(),
             persistent_peers: Vec::new(),
+            unconditional_peers: Vec::new(),
+            private_peers: Vec::new(),
             bootstrap: Vec::new(),
             kad: Some(KadConfig::default()),
             gossip: Some(GossipConfig::default()),

@@ -405,6 +405,14 @@ impl Connection {
         }
     }
 
+    /// The smoothed keepalive round-trip time, once measured.
+    pub fn rtt(&self) -> Option<std::time::Duration> {
+        match &self.state {
+            State::Open(open) => open.mux.rtt(),
+            State::Handshaking(_) => None,
+        }
+    }
+
     /// Per-channel counters, once established.
     pub fn channel_counters(&self) -> Option<Vec<(ChannelId, crate::mux::ChannelCounters)>> {
         match &self.state {

@@ -102,6 +102,7 @@ pub mod kad;
 pub mod metrics;
 pub mod mux;
 mod node;
+pub mod peer_score;
 pub mod peers;
 mod rate;
 pub mod record;
@@ -125,4 +126,5 @@ pub use mux::{ChannelConfig, ChannelId, RateLimit, SendOptions};
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use node::harness;
-pub use node::{Event, NodeBuilder, NodeHandle, PeerInfo, StartError};
+pub use node::{Event, NodeBuilder, NodeHandle, PeerDetails, PeerInfo, StartError};
+pub use peer_score::{Misbehavior, PeerScore, ScoreSource};

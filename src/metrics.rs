@@ -38,6 +38,8 @@ pub struct Metrics {
     pub channels: BTreeMap<ChannelId, ChannelCounters>,
     /// Peers banned.
     pub bans: u64,
+    /// Misbehavior reports from the application, by severity.
+    pub reports: BTreeMap<&'static str, u64>,
     /// Events waiting for room in the application's queues now (bounded by the
     /// receive credit of the messages among them).
     pub waiting_events: u64,
@@ -156,6 +158,12 @@ impl Metrics {
             &self.disconnects,
         );
         labelled(&mut s, "drops_total", "Messages dropped.", &self.drops);
+        labelled(
+            &mut s,
+            "reports_total",
+            "Misbehavior reports from the application, by severity.",
+            &self.reports,
+        );
         let per_channel: [(&str, &str, CounterGetter); 4] = [
             ("channel_sent_bytes_total", "Payload bytes sent.", |c| {
                 c.sent_bytes

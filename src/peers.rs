@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 use crate::config::{PeerLimits, PersistentPeer};
 use crate::conn::Direction;
 use crate::identity::PeerId;
+use crate::peer_score::{Misbehavior, PeerScore, ScoreBook, ScoreSource};
 use crate::rate::RateTable;
 use crate::rng::Rng;
 
-/// Most peers whose score is remembered; the mildest are forgotten first.
-const MAX_SCORED: usize = 4096;
 /// Most bans remembered; the earliest to expire go first.
 const MAX_BANS: usize = 4096;
 /// Most subnets whose handshake rate is tracked; the fullest buckets go first.
@@ -26,6 +25,9 @@ pub enum Slot {
     Inbound,
     /// An outbound peer (dialing or established).
     Outbound,
+    /// A persistent or unconditional peer: counted against no limit (their number
+    /// is what the operator configured), only against its IP.
+    Reserved,
     /// No slot, but counted against its IP (lookup-only, or refused and closing).
     IpOnly,
     /// Nothing (our own lookup-only dials).
@@ -64,12 +66,6 @@ impl Refusal {
 }
 
 #[derive(Debug, Clone)]
-struct Score {
-    value: f64,
-    updated: Instant,
-}
-
-#[derive(Debug, Clone)]
 struct Persistent {
     peer: PersistentPeer,
     failures: u32,
@@ -86,12 +82,13 @@ pub struct PeerManager {
     pending_inbound: usize,
     outbound: usize,
     per_ip: Map<IpAddr, usize>,
-    scores: Map<PeerId, Score>,
+    scores: ScoreBook,
     bans: Map<PeerId, Instant>,
     ip_bans: Map<IpAddr, Instant>,
     /// New inbound handshakes per subnet.
     handshake_rate: Option<RateTable<[u8; 8]>>,
     persistent: Vec<Persistent>,
+    unconditional: crate::collections::Set<PeerId>,
     rng: Rng,
 }
 
@@ -106,13 +103,15 @@ impl PeerManager {
         let rate = limits
             .handshake_rate
             .map(|r| RateTable::new(r.per_sec, r.burst, MAX_RATE_SUBNETS));
+        // Good marks may make up for one violation, no more.
+        let scores = ScoreBook::new(limits.score_half_life, limits.violation_penalty);
         PeerManager {
             limits,
             inbound: 0,
             pending_inbound: 0,
             outbound: 0,
             per_ip: Map::default(),
-            scores: Map::default(),
+            scores,
             bans: Map::default(),
             ip_bans: Map::default(),
             handshake_rate: rate,
@@ -126,6 +125,7 @@ impl PeerManager {
                     dialing: false,
                 })
                 .collect(),
+            unconditional: Default::default(),
             rng,
         }
     }
@@ -192,9 +192,22 @@ impl PeerManager {
         Ok(slot)
     }
 
+    /// Admits a dial to a persistent or unconditional peer: a reserved slot, which
+    /// no limit refuses (the IP is still counted, for the others from there).
+    pub fn admit_reserved(&mut self, ip: IpAddr) -> Slot {
+        *self.per_ip.entry(ip).or_default() += 1;
+        Slot::Reserved
+    }
+
     /// A pending inbound connection finished its handshake as a full peer: it takes
     /// an inbound slot, or is refused (and then holds only its IP count until closed).
-    pub fn establish(&mut self, slot: Slot) -> Result<Slot, Slot> {
+    /// A `reserved` peer (persistent or unconditional) takes a reserved slot instead,
+    /// whatever the limits; so does an outbound connection that turned out to be one.
+    pub fn establish(&mut self, slot: Slot, reserved: bool) -> Result<Slot, Slot> {
+        if reserved && matches!(slot, Slot::Pending | Slot::Outbound) {
+            self.unslot(slot);
+            return Ok(Slot::Reserved);
+        }
         if slot != Slot::Pending {
             return Ok(slot);
         }
@@ -212,6 +225,7 @@ impl PeerManager {
             Slot::Pending => self.pending_inbound = self.pending_inbound.saturating_sub(1),
             Slot::Inbound => self.inbound = self.inbound.saturating_sub(1),
             Slot::Outbound => self.outbound = self.outbound.saturating_sub(1),
+            Slot::Reserved => {}
             Slot::IpOnly | Slot::None => return slot,
         }
         Slot::IpOnly
@@ -260,46 +274,18 @@ impl PeerManager {
         self.bans.insert(peer, now + duration);
     }
 
-    /// The current score of `peer` (0 when unknown), decayed to `now`.
-    pub fn score(&mut self, peer: &PeerId, now: Instant) -> f64 {
-        let half_life = self.limits.score_half_life.as_secs_f64().max(1e-3);
-        match self.scores.get_mut(peer) {
-            Some(s) => {
-                let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
-                s.value *= 0.5f64.powf(elapsed / half_life);
-                s.updated = now;
-                s.value
-            }
-            None => 0.0,
-        }
+    /// The current score of `peer` and its parts (0 when unknown), decayed to `now`.
+    pub fn score(&mut self, peer: &PeerId, now: Instant) -> PeerScore {
+        self.scores.get(peer, now)
     }
 
-    /// Adds `delta` to `peer`'s score; returns `true` if it fell below the ban
-    /// threshold, in which case the peer is now banned.
-    pub fn adjust(&mut self, peer: PeerId, delta: f64, now: Instant) -> bool {
-        let current = self.score(&peer, now);
-        if self.scores.len() >= MAX_SCORED && !self.scores.contains_key(&peer) {
-            // Forget the score closest to neutral.
-            if let Some(mild) = self
-                .scores
-                .iter()
-                .min_by(|a, b| a.1.value.abs().total_cmp(&b.1.value.abs()))
-                .map(|(p, _)| *p)
-            {
-                self.scores.remove(&mild);
-            }
-        }
-        let value = current + delta;
-        self.scores.insert(
-            peer,
-            Score {
-                value,
-                updated: now,
-            },
-        );
-        if value < self.limits.ban_threshold {
+    /// Adds `delta` to `source`'s part of `peer`'s score; returns `true` if the
+    /// total fell below the ban threshold, in which case the peer is now banned.
+    pub fn adjust(&mut self, peer: PeerId, source: ScoreSource, delta: f64, now: Instant) -> bool {
+        let total = self.scores.adjust(peer, source, delta, now);
+        if total < self.limits.ban_threshold {
             self.ban(peer, self.limits.ban_duration, now);
-            self.scores.remove(&peer);
+            self.scores.forget(&peer);
             return true;
         }
         false
@@ -307,7 +293,29 @@ impl PeerManager {
 
     /// Records a protocol violation; `true` if the peer is now banned.
     pub fn violation(&mut self, peer: PeerId, now: Instant) -> bool {
-        self.adjust(peer, -self.limits.violation_penalty, now)
+        self.adjust(
+            peer,
+            ScoreSource::Transport,
+            -self.limits.violation_penalty,
+            now,
+        )
+    }
+
+    /// What the application's report of `what` costs: a tenth of a violation, one
+    /// violation, or enough to cross the ban threshold from the best possible score.
+    pub fn report_penalty(&self, what: Misbehavior) -> f64 {
+        let v = self.limits.violation_penalty;
+        match what {
+            Misbehavior::Minor => -v / 10.0,
+            Misbehavior::Invalid => -v,
+            Misbehavior::Malicious => self.limits.ban_threshold - 2.0 * v - 1.0,
+        }
+    }
+
+    /// What a good mark from the application adds (capped in total at one
+    /// violation's worth).
+    pub fn good_mark(&self) -> f64 {
+        self.limits.violation_penalty / 10.0
     }
 
     /// Persistent peers due for a dial at `now`; each is marked as dialing.
@@ -359,6 +367,43 @@ impl PeerManager {
         }
     }
 
+    /// Adds a persistent peer at runtime, dialed at `now`; `false` if it was one.
+    pub fn add_persistent(&mut self, peer: PersistentPeer, now: Instant) -> bool {
+        if self.is_persistent(peer.addr, peer.id) {
+            return false;
+        }
+        self.persistent.push(Persistent {
+            peer,
+            failures: 0,
+            next_dial: Some(now),
+            connected: false,
+            dialing: false,
+        });
+        true
+    }
+
+    /// Stops redialing the persistent peer at `addr` (or with `id`); its connection,
+    /// if any, stays as an ordinary one from its next connection on.
+    pub fn remove_persistent(&mut self, addr: Option<SocketAddr>, id: Option<PeerId>) {
+        self.persistent.retain(|p| {
+            !(addr.is_some_and(|a| a == p.peer.addr) || (id.is_some() && p.peer.id == id))
+        });
+    }
+
+    /// Makes `peer` exempt from the connection limits, or not.
+    pub fn set_unconditional(&mut self, peer: PeerId, yes: bool) {
+        if yes {
+            self.unconditional.insert(peer);
+        } else {
+            self.unconditional.remove(&peer);
+        }
+    }
+
+    /// Whether `peer` is exempt from the connection limits.
+    pub fn is_unconditional(&self, peer: &PeerId) -> bool {
+        self.unconditional.contains(peer)
+    }
+
     /// Whether `addr` or `id` is a persistent peer.
     pub fn is_persistent(&self, addr: SocketAddr, id: Option<PeerId>) -> bool {
         self.persistent
@@ -386,6 +431,7 @@ fn rate_subnet(ip: IpAddr) -> [u8; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_MAX_OUTBOUND;
 
     fn manager(limits: PeerLimits) -> (PeerManager, Instant) {
         let now = Instant::now();
@@ -412,7 +458,7 @@ mod tests {
         );
         let mut established = 0;
         for (i, s) in slots.into_iter().enumerate() {
-            match m.establish(s) {
+            match m.establish(s, false) {
                 Ok(Slot::Inbound) => established += 1,
                 Err(Slot::IpOnly) => assert!(i >= 40, "refused early at {i}"),
                 other => panic!("{other:?}"),
@@ -421,7 +467,7 @@ mod tests {
         assert_eq!(established, 40);
         m.release(Slot::Inbound, ip("10.0.0.1"));
         let s = m.admit(Direction::Inbound, ip("10.1.0.1")).unwrap();
-        assert_eq!(m.establish(s), Ok(Slot::Inbound));
+        assert_eq!(m.establish(s, false), Ok(Slot::Inbound));
         // A lookup-only connection gives its slot back.
         let s = m.admit(Direction::Inbound, ip("10.1.0.2")).unwrap();
         assert_eq!(m.unslot(s), Slot::IpOnly);
@@ -479,6 +525,87 @@ mod tests {
     }
 
     #[test]
+    fn reserved_slots_are_outside_every_limit_and_fill_none() {
+        let (mut m, now) = manager(PeerLimits::default());
+        for i in 0..DEFAULT_MAX_OUTBOUND {
+            m.admit(Direction::Outbound, ip(&format!("10.2.{i}.1")))
+                .unwrap();
+        }
+        for _ in 0..4 {
+            m.admit(Direction::Inbound, ip("10.3.0.1")).unwrap();
+        }
+        // Outbound and per-IP limits reached: a persistent peer still gets its slot,
+        // and it does not take one of the outbound slots.
+        assert_eq!(m.admit_reserved(ip("10.3.0.1")), Slot::Reserved);
+        assert_eq!(m.slots().1, DEFAULT_MAX_OUTBOUND);
+        // Inbound full: an unconditional peer is established all the same.
+        let (mut m, _) = manager(PeerLimits {
+            max_inbound: 1,
+            ..PeerLimits::default()
+        });
+        let a = m.admit(Direction::Inbound, ip("10.4.0.1")).unwrap();
+        let b = m.admit(Direction::Inbound, ip("10.4.0.2")).unwrap();
+        let c = m.admit(Direction::Inbound, ip("10.4.0.3")).unwrap();
+        assert_eq!(m.establish(a, false), Ok(Slot::Inbound));
+        assert_eq!(m.establish(b, false), Err(Slot::IpOnly));
+        assert_eq!(m.establish(c, true), Ok(Slot::Reserved));
+        assert_eq!(m.slots(), (1, 0));
+        m.release(Slot::Reserved, ip("10.4.0.3"));
+        assert_eq!(m.slots(), (1, 0));
+        // Added at runtime, dialed at once; removed, never again.
+        let addr: SocketAddr = "10.5.0.1:1".parse().unwrap();
+        assert!(m.add_persistent(PersistentPeer { addr, id: None }, now));
+        assert!(!m.add_persistent(PersistentPeer { addr, id: None }, now));
+        assert_eq!(m.due_dials(now).len(), 1);
+        m.persistent_lost(addr, None, now);
+        m.remove_persistent(Some(addr), None);
+        assert_eq!(m.next_dial(), None);
+        assert!(!m.is_persistent(addr, None));
+    }
+
+    #[test]
+    fn application_reports_are_graded_and_malice_bans_at_once() {
+        let (mut m, now) = manager(PeerLimits::default());
+        let p = PeerId::from_bytes([3; 32]);
+        // Good marks first: capped, so they cannot shield a malicious peer.
+        for _ in 0..1000 {
+            m.adjust(p, ScoreSource::Application, m.good_mark(), now);
+        }
+        assert_eq!(m.score(&p, now).application, 50.0);
+        assert!(!m.adjust(
+            p,
+            ScoreSource::Application,
+            m.report_penalty(Misbehavior::Minor),
+            now
+        ));
+        assert!(!m.adjust(
+            p,
+            ScoreSource::Application,
+            m.report_penalty(Misbehavior::Invalid),
+            now
+        ));
+        assert!((m.score(&p, now).total + 5.0).abs() < 1e-9);
+        assert!(m.adjust(
+            p,
+            ScoreSource::Application,
+            m.report_penalty(Misbehavior::Malicious),
+            now
+        ));
+        assert!(m.is_banned(&p, now));
+        // From the best score the application allows, malice still bans.
+        let q = PeerId::from_bytes([4; 32]);
+        for _ in 0..1000 {
+            m.adjust(q, ScoreSource::Application, m.good_mark(), now);
+        }
+        assert!(m.adjust(
+            q,
+            ScoreSource::Application,
+            m.report_penalty(Misbehavior::Malicious),
+            now
+        ));
+    }
+
+    #[test]
     fn violations_lead_to_a_ban_that_expires_and_scores_decay() {
         let (mut m, now) = manager(PeerLimits::default());
         let p = PeerId::from_bytes([1; 32]);
@@ -491,7 +618,7 @@ mod tests {
         // Decay: one half-life later, -50 is -25.
         let q = PeerId::from_bytes([2; 32]);
         m.violation(q, now);
-        let later = m.score(&q, now + Duration::from_secs(600));
+        let later = m.score(&q, now + Duration::from_secs(600)).total;
         assert!((later + 25.0).abs() < 1e-6, "{later}");
     }
 

@@ -3,10 +3,11 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use meshwire::{ChannelConfig, Keypair, NodeBuilder, NodeHandle};
+use meshwire::{ChannelConfig, Keypair, NodeBuilder, NodeHandle, PeerId};
 
 const VOTES: u32 = 1;
 
@@ -60,4 +61,175 @@ fn a_validator_without_the_dht_is_sent_no_dht_traffic_and_keeps_its_sentry() {
         n.shutdown();
     }
     s.shutdown();
+}
+
+const VOTES_TOPIC: &str = "votes";
+
+/// A full node of the public network on `rt`, knowing `seed`.
+fn public_node(i: usize, seed: SocketAddr, rt: &meshwire::Runtime) -> NodeHandle {
+    let n = NodeBuilder::new(NET)
+        .listen(addr(i))
+        .rng_seed(i as u64)
+        .channel(ChannelConfig::new(VOTES))
+        .bootstrap(seed)
+        .start_on(rt)
+        .expect("start node");
+    n.subscribe(VOTES_TOPIC).unwrap();
+    n
+}
+
+/// A sentry: DHT and gossip on, its validator unconditional and private.
+fn sentry_of(
+    i: usize,
+    seed: u8,
+    at: SocketAddr,
+    validator: PeerId,
+    bootstrap: Option<SocketAddr>,
+) -> NodeHandle {
+    let mut b = NodeBuilder::new(NET)
+        .listen(at)
+        .rng_seed(i as u64)
+        .keypair(Keypair::from_seed([seed; 32]))
+        .channel(ChannelConfig::new(VOTES))
+        .unconditional_peer(validator)
+        .private_peer(validator);
+    if let Some(s) = bootstrap {
+        b = b.bootstrap(s);
+    }
+    let n = b.start().expect("start sentry");
+    n.subscribe(VOTES_TOPIC).unwrap();
+    n
+}
+
+/// Every node but the validator has every one of `ids` within the timeout.
+fn all_got(nodes: &[&NodeHandle], ids: &[meshwire::gossip::MessageId], timeout: Duration) -> bool {
+    let rxs: Vec<_> = nodes.iter().map(|n| n.events()).collect();
+    let mut got: Vec<std::collections::HashSet<_>> = vec![Default::default(); nodes.len()];
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        for (i, rx) in rxs.iter().enumerate() {
+            for ev in rx.try_iter() {
+                if let meshwire::Event::Gossip(g) = ev {
+                    got[i].insert(g.id);
+                }
+            }
+        }
+        if got.iter().all(|g| ids.iter().all(|id| g.contains(id))) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn a_validator_behind_two_sentries_stays_hidden_connected_and_heard_through_restarts() {
+    let v_key = Keypair::generate().unwrap();
+    let v_id = v_key.peer_id();
+    let seeds = [62u8, 63];
+    let ids = seeds.map(|s| Keypair::from_seed([s; 32]).peer_id());
+    let mut sentries = vec![sentry_of(620, seeds[0], addr(620), v_id, None)];
+    let first = sentries[0].listen_addrs()[0];
+    sentries.push(sentry_of(621, seeds[1], addr(621), v_id, Some(first)));
+    let s_addrs = [first, sentries[1].listen_addrs()[0]];
+    let rt = meshwire::Runtime::new().unwrap();
+    let public: Vec<NodeHandle> = (0..27)
+        .map(|i| public_node(630 + i, s_addrs[0], &rt))
+        .collect();
+    // The validator: no DHT, no outbound or inbound slots; only its sentries, as
+    // persistent peers in reserved slots.
+    let validator = NodeBuilder::new(NET)
+        .listen(addr(650))
+        .rng_seed(650)
+        .keypair(v_key)
+        .channel(ChannelConfig::new(VOTES))
+        .kad(None)
+        .limits(meshwire::config::PeerLimits {
+            max_inbound: 0,
+            max_outbound: 0,
+            ..Default::default()
+        })
+        .persistent_peer(s_addrs[0], Some(ids[0]))
+        .persistent_peer(s_addrs[1], Some(ids[1]))
+        .start()
+        .expect("start validator");
+    validator.subscribe(VOTES_TOPIC).unwrap();
+    let only_sentries = |v: &NodeHandle| {
+        let mut p: Vec<_> = v.peers().iter().map(|p| p.id).collect();
+        p.sort();
+        let mut want = ids.to_vec();
+        want.sort();
+        p == want
+    };
+    assert!(eventually(Duration::from_secs(20), || only_sentries(
+        &validator
+    )));
+    assert!(eventually(Duration::from_secs(30), || public.iter().all(
+        |n| n.mesh_peers(VOTES_TOPIC).is_ok_and(|m| !m.is_empty())
+    )));
+    let mut round = 0u32;
+    let mut vote = |v: &NodeHandle| {
+        let ids: Vec<_> = (0..5)
+            .map(|k| {
+                round += 1;
+                v.publish(VOTES_TOPIC, format!("vote {round}.{k}").into_bytes())
+                    .unwrap()
+            })
+            .collect();
+        ids
+    };
+    let listeners =
+        |s: &[NodeHandle]| -> Vec<NodeHandle> { public.iter().chain(s.iter()).cloned().collect() };
+    let heard = vote(&validator);
+    let ls = listeners(&sentries);
+    assert!(
+        all_got(
+            &ls.iter().collect::<Vec<_>>(),
+            &heard,
+            Duration::from_secs(20)
+        ),
+        "a vote did not reach every node"
+    );
+    // Each sentry restarts in turn (same key, same address); the validator redials.
+    for i in 0..2 {
+        sentries[i].shutdown();
+        assert!(eventually(Duration::from_secs(10), || !validator
+            .peers()
+            .iter()
+            .any(|p| p.id == ids[i])));
+        let other = s_addrs[1 - i];
+        sentries[i] = sentry_of(620 + i, seeds[i], s_addrs[i], v_id, Some(other));
+        assert!(
+            eventually(Duration::from_secs(30), || only_sentries(&validator)),
+            "the validator did not get back to exactly its sentries"
+        );
+        assert!(eventually(Duration::from_secs(30), || sentries[i]
+            .mesh_peers(VOTES_TOPIC)
+            .is_ok_and(|m| m.len() >= 2)));
+        let heard = vote(&validator);
+        let ls = listeners(&sentries);
+        assert!(
+            all_got(
+                &ls.iter().collect::<Vec<_>>(),
+                &heard,
+                Duration::from_secs(20)
+            ),
+            "after sentry {i} restarted, a vote did not reach every node"
+        );
+    }
+    // Hidden: no table anywhere holds the validator, and it never banned a sentry.
+    for n in public.iter().chain(sentries.iter()) {
+        let table = n.routing_table().unwrap();
+        assert!(
+            table.iter().all(|r| r.id != v_id),
+            "the validator is in a table"
+        );
+    }
+    let m = validator.metrics().unwrap();
+    assert_eq!(m.bans, 0, "{m:?}");
+    assert!(only_sentries(&validator));
+    validator.shutdown();
+    for n in public.iter().chain(sentries.iter()) {
+        n.shutdown();
+    }
 }

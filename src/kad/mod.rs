@@ -187,6 +187,9 @@ pub struct Kademlia {
     next_refresh: Instant,
     next_lookup: LookupId,
     bootstrapped: bool,
+    /// Peers never passed on: kept out of the table and the provider store, so no
+    /// answer (and no peer exchange sampled from the table) names them.
+    private: crate::collections::Set<PeerId>,
 }
 
 impl Kademlia {
@@ -222,6 +225,17 @@ impl Kademlia {
             rng,
             next_lookup: 0,
             bootstrapped: false,
+            private: Default::default(),
+        }
+    }
+
+    /// Makes `peer` private (never passed on; dropped from the table now) or not.
+    pub fn set_private(&mut self, peer: PeerId, yes: bool) {
+        if yes {
+            self.private.insert(peer);
+            self.table.remove(&peer);
+        } else {
+            self.private.remove(&peer);
         }
     }
 

@@ -84,6 +84,7 @@ impl Kademlia {
     ) -> Result<Option<PeerRecord>, ()> {
         let Some(raw) = raw else { return Ok(None) };
         match self.verify_record(raw) {
+            Ok(rec) if rec.id == from && self.private.contains(&from) => Ok(Some(rec)),
             Ok(rec) if rec.id == from => {
                 if let Insert::PingLeastRecent(lrs) = self.table.insert(rec.clone(), seen, now) {
                     if let Some(addrs) = self.table.get(&lrs).map(|r| r.addrs.clone()) {
@@ -167,7 +168,9 @@ impl Kademlia {
                 };
                 // Our TTL cap, and a cap per provider, whatever the peer asks for.
                 let ttl = Duration::from_secs(a.ttl_secs).min(self.config.provider_ttl);
-                self.providers.add(key, rec, ttl, now);
+                if !self.private.contains(&from) {
+                    self.providers.add(key, rec, ttl, now);
+                }
             }
             None => return self.misbehaved(from, "kad request without body"),
         }

@@ -406,3 +406,45 @@ fn garbage_and_request_floods_are_reported() {
     }
     assert_eq!(floods, 100, "burst of 200 allowed, the rest reported");
 }
+
+/// 31 nodes; node 30 joins through node 0 and provides a key. Node 0 holds node 30
+/// private when `private`.
+fn sentry_net(private: bool) -> SimNet {
+    let mut net = SimNet::new(31, KadConfig::default());
+    if private {
+        let p = net.id(30);
+        net.nodes[0].set_private(p, true);
+    }
+    let mut rng = Rng::new(3);
+    for i in 1..30 {
+        let j = rng.below(i as u64) as usize;
+        net.join(i, j);
+    }
+    // It talks to its sentry (node 0) and, through the lookups it runs, to others.
+    net.join(30, 0);
+    let now = net.now;
+    net.nodes[30].provide(SERVICE, now);
+    net.touch(30);
+    net.pump();
+    net
+}
+
+const SERVICE: [u8; 32] = [0x5a; 32];
+
+#[test]
+fn a_private_peer_stays_out_of_the_table_and_the_provider_store() {
+    // Without the flag, node 0 holds both (so the check below can fail).
+    let open = sentry_net(false);
+    let p = open.id(30);
+    assert!(open.nodes[0].table().get(&p).is_some());
+    assert!(!open.nodes[0].providers.get(&SERVICE, open.now).is_empty());
+    let mut net = sentry_net(true);
+    assert!(net.nodes[0].table().get(&p).is_none());
+    assert!(net.nodes[0].providers.get(&SERVICE, net.now).is_empty());
+    // Others it reached on its own do know it: private is the sentry's promise.
+    assert!((1..30).any(|i| net.nodes[i].table().get(&p).is_some()));
+    // Made private later, a peer leaves the table at once.
+    let other = net.nodes[0].table().records().next().unwrap().id;
+    net.nodes[0].set_private(other, true);
+    assert!(net.nodes[0].table().get(&other).is_none());
+}

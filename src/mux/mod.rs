@@ -79,6 +79,10 @@ pub struct Mux {
     pong_timeout: Duration,
     next_ping_at: Instant,
     awaiting_pong: Option<(u64, Instant)>,
+    /// When the ping we wait for was written, to time its pong.
+    ping_written_at: Option<Instant>,
+    /// Smoothed round-trip time from keepalive pings (as TCP's SRTT: 7/8 old).
+    rtt: Option<Duration>,
     ping_nonce: u64,
     pending_ping: Option<u64>,
     pending_pong: Option<u64>,
@@ -115,6 +119,8 @@ impl Mux {
             pong_timeout: config.pong_timeout,
             next_ping_at: now + config.ping_interval,
             awaiting_pong: None,
+            ping_written_at: None,
+            rtt: None,
             ping_nonce: ping_seed,
             pending_ping: None,
             pending_pong: None,
@@ -178,6 +184,12 @@ impl Mux {
     /// Bytes held now for messages still arriving.
     pub fn reassembly_bytes(&self) -> usize {
         self.recv.iter().map(RecvChannel::reassembly_bytes).sum()
+    }
+
+    /// The smoothed round-trip time measured by keepalive pings (`None` before the
+    /// first pong). It includes the time the ping's frame waited behind others.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
     }
 
     /// Bytes waiting in the send queues.
@@ -309,6 +321,13 @@ impl Mux {
                 PacketRef::Pong(nonce) => {
                     if self.awaiting_pong.is_some_and(|(n, _)| n == nonce) {
                         self.awaiting_pong = None;
+                        if let Some(at) = self.ping_written_at.take() {
+                            let sample = now.saturating_duration_since(at);
+                            self.rtt = Some(match self.rtt {
+                                Some(old) => (old * 7 + sample) / 8,
+                                None => sample,
+                            });
+                        }
                     }
                 }
                 PacketRef::Msg {
@@ -437,6 +456,7 @@ impl Mux {
         }
         if let Some(nonce) = self.pending_ping.take() {
             packet::put_ping(out, nonce);
+            self.ping_written_at = Some(now);
         }
         for r in &mut self.recv {
             if r.to_grant > 0 && out.len() - start + 24 <= max {

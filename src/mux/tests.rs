@@ -349,9 +349,11 @@ fn keepalive_pings_and_times_out_a_silent_peer() {
     assert_eq!(a.poll_timeout(), Some(now + config::DEFAULT_PING_INTERVAL));
     let t1 = now + config::DEFAULT_PING_INTERVAL;
     a.handle_timeout(t1).unwrap();
-    // Answered: no timeout.
+    // Answered: no timeout; the round trip is timed from the ping's frame.
+    assert_eq!(a.rtt(), None);
     pump(&mut a, &mut b, t1);
-    pump(&mut b, &mut a, t1);
+    pump(&mut b, &mut a, t1 + Duration::from_millis(30));
+    assert_eq!(a.rtt(), Some(Duration::from_millis(30)));
     a.handle_timeout(t1 + Duration::from_secs(5)).unwrap();
     assert_eq!(a.poll_timeout(), Some(t1 + config::DEFAULT_PING_INTERVAL));
     // Silent peer: the next ping goes unanswered.

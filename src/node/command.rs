@@ -13,6 +13,8 @@ use crate::kad::record::PeerRecord;
 use crate::kad::LookupResult;
 use crate::metrics::Metrics;
 use crate::mux::{ChannelId, SendOptions};
+use crate::node::PeerDetails;
+use crate::peer_score::Misbehavior;
 
 pub(crate) enum Command {
     Dial {
@@ -32,6 +34,13 @@ pub(crate) enum Command {
     },
     Disconnect(PeerId),
     Ban(PeerId, Duration),
+    Report(PeerId, Misbehavior, String),
+    MarkGood(PeerId),
+    PeerInfo(PeerId, RequestId),
+    AddPersistent(SocketAddr, Option<PeerId>),
+    RemovePersistent(SocketAddr),
+    SetUnconditional(PeerId, bool),
+    SetPrivate(PeerId, bool),
     Metrics(RequestId),
     Subscribe(String),
     Unsubscribe(String),
@@ -58,5 +67,6 @@ pub(crate) enum Reply {
     MeshPeers(Vec<PeerId>),
     Lookup(LookupResult),
     RoutingTable(Vec<PeerRecord>),
+    PeerInfo(Option<Box<PeerDetails>>),
     ShutDown,
 }

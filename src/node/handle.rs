@@ -2,6 +2,7 @@
 //! node's loop, from any thread.
 
 use super::*;
+use crate::peer_score::Misbehavior;
 
 /// A connected peer, as [`NodeHandle::peers`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +273,69 @@ impl NodeHandle {
     /// Bans `peer` for `duration`, disconnecting it now.
     pub fn ban(&self, peer: PeerId, duration: Duration) -> Result<(), SendError> {
         self.submit(Command::Ban(peer, duration))
+    }
+
+    /// Reports that `peer` misbehaved at the application's level (a bad vote, an
+    /// invalid block part): its score drops by what `what` costs, the same score
+    /// the transport, DHT and gossip feed, and it is banned (and disconnected) when
+    /// the score says so. `reason` goes to the log.
+    ///
+    /// ```no_run
+    /// # fn f(node: &meshwire::NodeHandle, peer: meshwire::PeerId) -> Result<(), meshwire::SendError> {
+    /// use meshwire::Misbehavior;
+    /// node.report(peer, Misbehavior::Invalid, "vote signature does not verify")?;
+    /// node.report(peer, Misbehavior::Malicious, "two votes for one height and round")?; // banned
+    /// # Ok(()) }
+    /// ```
+    pub fn report(&self, peer: PeerId, what: Misbehavior, reason: &str) -> Result<(), SendError> {
+        let reason: String = reason.chars().take(200).collect();
+        self.submit(Command::Report(peer, what, reason))
+    }
+
+    /// The peer was useful (a valid block part, a vote we needed): a small credit
+    /// to its score, capped so that marks cannot buy more than one violation's
+    /// worth of slack.
+    pub fn mark_good(&self, peer: PeerId) -> Result<(), SendError> {
+        self.submit(Command::MarkGood(peer))
+    }
+
+    /// What the node knows of a connected peer: score and its parts, keepalive RTT,
+    /// version, direction, flags, connected-since and traffic per channel. `None`
+    /// if it is not connected.
+    pub fn peer_info(&self, peer: PeerId) -> Result<Option<PeerDetails>, SendError> {
+        self.ask(
+            |r| Command::PeerInfo(peer, r),
+            |r| match r {
+                Reply::PeerInfo(d) => Some(d.map(|d| *d)),
+                _ => None,
+            },
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Adds a persistent peer at runtime (see [`NodeBuilder::persistent_peer`]).
+    pub fn add_persistent_peer(
+        &self,
+        addr: SocketAddr,
+        id: Option<PeerId>,
+    ) -> Result<(), SendError> {
+        self.submit(Command::AddPersistent(addr, id))
+    }
+
+    /// Stops redialing the persistent peer at `addr`; a connection to it stays.
+    pub fn remove_persistent_peer(&self, addr: SocketAddr) -> Result<(), SendError> {
+        self.submit(Command::RemovePersistent(addr))
+    }
+
+    /// Makes `peer` exempt from the connection limits, or not (see
+    /// [`NodeBuilder::unconditional_peer`]).
+    pub fn set_unconditional(&self, peer: PeerId, yes: bool) -> Result<(), SendError> {
+        self.submit(Command::SetUnconditional(peer, yes))
+    }
+
+    /// Makes `peer` private, or not (see [`NodeBuilder::private_peer`]).
+    pub fn set_private(&self, peer: PeerId, yes: bool) -> Result<(), SendError> {
+        self.submit(Command::SetPrivate(peer, yes))
     }
 
     /// Sends the command `make` builds and waits up to `timeout` for its reply.

@@ -7,6 +7,7 @@ mod event;
 mod handle;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
+mod peer_details;
 pub(crate) mod shared;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use delivery::Delivery;
 pub use event::Event;
 use handle::HandleInner;
 pub use handle::{NodeHandle, PeerInfo};
+pub use peer_details::PeerDetails;
 use shared::NodeShared;
 
 /// Why a node did not start.
@@ -127,11 +129,27 @@ impl NodeBuilder {
         self
     }
 
-    /// Keeps a connection to this peer, redialing with backoff.
+    /// Keeps a connection to this peer, redialing with capped backoff for as long
+    /// as the node runs. Its connection takes a reserved slot: the inbound and
+    /// outbound limits (and the outbound slots the DHT fills) never refuse it.
     pub fn persistent_peer(mut self, addr: SocketAddr, id: Option<PeerId>) -> Self {
         self.config
             .persistent_peers
             .push(PersistentPeer { addr, id });
+        self
+    }
+
+    /// Exempts this peer from the inbound and outbound limits (CometBFT's
+    /// unconditional peers): a validator's sentries, a sentry's validator.
+    pub fn unconditional_peer(mut self, id: PeerId) -> Self {
+        self.config.unconditional_peers.push(id);
+        self
+    }
+
+    /// Never passes this peer on: it stays out of the DHT table and the provider
+    /// store, so no DHT answer or peer exchange names it (a sentry's validator).
+    pub fn private_peer(mut self, id: PeerId) -> Self {
+        self.config.private_peers.push(id);
         self
     }
 

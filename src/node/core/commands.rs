@@ -43,6 +43,20 @@ impl NodeCore {
                     self.close_conn(id, LocalClose::Banned, false, now);
                 }
             }
+            Command::Report(peer, what, reason) => self.report(peer, what, &reason, now),
+            Command::MarkGood(peer) => self.mark_good(peer, now),
+            Command::AddPersistent(addr, id) => self.add_persistent(addr, id, now),
+            Command::RemovePersistent(addr) => self.manager.remove_persistent(Some(addr), None),
+            Command::SetUnconditional(peer, yes) => self.manager.set_unconditional(peer, yes),
+            Command::SetPrivate(peer, yes) => {
+                if let Some(kad) = &mut self.kad {
+                    kad.set_private(peer, yes);
+                }
+            }
+            Command::PeerInfo(peer, request) => {
+                let details = self.peer_details(peer, now).map(Box::new);
+                self.reply(request, Reply::PeerInfo(details));
+            }
             Command::Metrics(request) => {
                 let m = Box::new(self.metrics());
                 self.reply(request, Reply::Metrics(m));

@@ -45,6 +45,8 @@ impl NodeCore {
                 reassembly: 0,
                 retire_at: None,
                 channels: Vec::new(),
+                version: String::new(),
+                connected_at: None,
             },
         );
         Some(id)
@@ -316,7 +318,10 @@ impl NodeCore {
             return;
         }
         // A full peer: an inbound one now needs one of the inbound slots.
-        match self.manager.establish(entry.slot) {
+        let reserved = self.manager.is_unconditional(&remote)
+            || self.manager.is_persistent(entry.addr, Some(remote))
+            || entry.persistent;
+        match self.manager.establish(entry.slot, reserved) {
             Ok(slot) => entry.slot = slot,
             Err(slot) => {
                 entry.slot = slot;
@@ -328,6 +333,7 @@ impl NodeCore {
         }
         let channels = info.channels;
         entry.channels = channels.clone();
+        entry.version = info.version;
         let Some(&existing) = self.peers.get(&remote) else {
             self.announce(id, remote, channels, now);
             if let (Some(kad), true) = (&mut self.kad, self.conns[&id].serves(KAD_CHANNEL)) {
@@ -356,6 +362,7 @@ impl NodeCore {
             self.peers.insert(remote, id);
             let entry = self.conns.get_mut(&id).expect("established conn exists");
             entry.announced = true;
+            entry.connected_at = Some(now);
             let addr = entry.addr;
             let direction = entry.conn.direction();
             for (channel, data, opts) in unsent {
@@ -400,6 +407,7 @@ impl NodeCore {
     ) {
         let entry = self.conns.get_mut(&id).expect("established conn exists");
         entry.announced = true;
+        entry.connected_at = Some(now);
         let (addr, direction) = (entry.addr, entry.conn.direction());
         if entry.persistent || self.manager.is_persistent(addr, Some(remote)) {
             self.manager.persistent_connected(addr, remote);

@@ -61,8 +61,15 @@ impl NodeCore {
                 return fail(self, DisconnectReason::Local(LocalClose::Banned));
             }
         }
+        let reserved = persistent
+            || self.manager.is_persistent(addr, expected)
+            || expected.is_some_and(|p| self.manager.is_unconditional(&p));
         let slot = if lookup_only {
             Slot::None
+        } else if reserved {
+            // Persistent and unconditional peers never compete for the outbound
+            // slots that filling from the DHT takes.
+            self.manager.admit_reserved(addr.ip())
         } else {
             match self.manager.admit(Direction::Outbound, addr.ip()) {
                 Ok(slot) => slot,
@@ -108,6 +115,8 @@ impl NodeCore {
                 reassembly: 0,
                 retire_at: None,
                 channels: Vec::new(),
+                version: String::new(),
+                connected_at: None,
             },
         );
         self.outputs.push_back(Output::Dial {
@@ -166,8 +175,8 @@ impl NodeCore {
 
     /// Lowers `peer`'s score; past the ban threshold it is banned, with the address
     /// it is seen on, and disconnected.
-    pub(super) fn punish(&mut self, peer: PeerId, delta: f64, now: Instant) {
-        if !self.manager.adjust(peer, delta, now) {
+    pub(super) fn punish(&mut self, peer: PeerId, source: ScoreSource, delta: f64, now: Instant) {
+        if !self.manager.adjust(peer, source, delta, now) {
             return;
         }
         let conn = self

@@ -60,7 +60,7 @@ impl NodeCore {
                     } else {
                         -full / 5.0
                     };
-                    self.punish(peer, delta, now);
+                    self.punish(peer, ScoreSource::Gossip, delta, now);
                 }
                 GossipOutput::Connect { from, records } => {
                     let (_, outbound) = self.manager.slots();

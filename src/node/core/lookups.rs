@@ -87,7 +87,7 @@ impl NodeCore {
                         } else {
                             -self.config.limits.violation_penalty
                         };
-                        self.punish(peer, penalty, now);
+                        self.punish(peer, ScoreSource::Dht, penalty, now);
                     }
                 }
             }

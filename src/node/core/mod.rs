@@ -24,6 +24,7 @@ use crate::mux::{ChannelCounters, ChannelId, MuxConfig, SendOptions};
 use crate::node::command::{Command, Reply, RequestId};
 use crate::node::delivery::Release;
 use crate::node::event::Event;
+use crate::peer_score::ScoreSource;
 use crate::peers::{PeerManager, Refusal, Slot};
 use crate::rng::Rng;
 use crate::secure::HandshakeConfig;
@@ -34,6 +35,7 @@ mod dialing;
 mod gossip;
 mod lookups;
 mod output;
+mod peer_control;
 mod timers;
 
 pub(crate) use output::{Io, IoOutcome, Output};
@@ -93,6 +95,10 @@ struct Entry {
     /// gossip traffic goes only to a peer that serves them, since a message on a
     /// channel it does not serve is a violation on its side.
     channels: Vec<ChannelId>,
+    /// What the peer announced as its software and version.
+    version: String,
+    /// When the connection was announced (set then).
+    connected_at: Option<Instant>,
 }
 
 impl Entry {
@@ -164,6 +170,10 @@ impl NodeCore {
             now,
             rng.fork(),
         );
+        let mut manager = manager;
+        for peer in &config.unconditional_peers {
+            manager.set_unconditional(*peer, true);
+        }
         let local_ip = config
             .listen
             .first()
@@ -173,6 +183,9 @@ impl NodeCore {
         let kad = config.kad.clone().map(|kc| {
             let mut kad = Kademlia::new(&key, addrs, kc, rng.fork(), now);
             kad.set_record(PeerRecord::sign(&key, addrs, unix_secs.max(2)));
+            for peer in &config.private_peers {
+                kad.set_private(*peer, true);
+            }
             kad
         });
         let router = config
