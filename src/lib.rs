@@ -126,5 +126,8 @@ pub use mux::{ChannelConfig, ChannelId, RateLimit, SendOptions};
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use node::harness;
-pub use node::{Event, NodeBuilder, NodeHandle, PeerDetails, PeerInfo, StartError};
+pub use node::{
+    Event, NodeBuilder, NodeHandle, PeerDetails, PeerInfo, Reactor, ReactorError, ReactorEvent,
+    StartError,
+};
 pub use peer_score::{Misbehavior, PeerScore, ScoreSource};

@@ -35,6 +35,14 @@ pub(crate) enum LoopCommand {
         cmd: Command,
         reply: Replier,
     },
+    /// A new reactor of node `index`; the outcome goes to `ready`.
+    AddReactor {
+        index: usize,
+        channels: Vec<crate::mux::ChannelId>,
+        tx: Sender<crate::node::reactor::ReactorEvent>,
+        alive: Arc<AtomicBool>,
+        ready: Sender<Result<(), crate::node::reactor::ReactorError>>,
+    },
     Stop,
 }
 

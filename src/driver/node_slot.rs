@@ -9,10 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::SocketOptions;
+use crate::mux::ChannelId;
 use crate::node::command::{Reply, RequestId};
 use crate::node::core::{ConnId, NodeCore, Output};
 use crate::node::delivery::{Delivery, Release};
+use crate::node::reactor::{ReactorError, ReactorEvent};
 use crate::node::shared::{NodeShared, SharedPeer};
+use crate::node::{Event, PeerInfo};
+use crossbeam_channel::Sender;
 
 /// Hands a reply to the thread that waits for it.
 pub(crate) type Replier = Box<dyn FnOnce(Reply) + Send>;
@@ -70,6 +74,26 @@ impl NodeSlot {
         self.replies.insert(request, reply);
     }
 
+    /// A new reactor for `channels`; its events go to `tx`.
+    pub(crate) fn add_reactor(
+        &mut self,
+        channels: Vec<ChannelId>,
+        tx: Sender<ReactorEvent>,
+        alive: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<(), ReactorError> {
+        if self.core.is_shutting_down() {
+            return Err(ReactorError::Closed);
+        }
+        let mut released = Vec::new();
+        let result = self
+            .delivery
+            .add_reactor(channels, tx, alive, &mut released);
+        for r in released {
+            self.core.handle_released(r);
+        }
+        result
+    }
+
     /// Takes every output the core has; returns what the loop must do.
     pub(crate) fn drain(&mut self) -> LoopWork {
         let mut work = LoopWork::default();
@@ -91,7 +115,36 @@ impl NodeSlot {
         match out {
             Output::Dial { conn, addr, local } => work.dials.push((conn, addr, local)),
             Output::Wake(conn) => work.wakes.push(conn),
-            Output::Event { event, release } => self.delivery.deliver(event, release, released),
+            Output::Event { event, release } => {
+                // Reactors hear of a peer before its messages and of its end after.
+                match &event {
+                    Event::PeerConnected {
+                        peer,
+                        addr,
+                        direction,
+                    } => {
+                        let channels = self
+                            .shared
+                            .peers
+                            .read()
+                            .get(peer)
+                            .map(|p| p.channels.clone())
+                            .unwrap_or_default();
+                        let info = PeerInfo {
+                            id: *peer,
+                            addr: *addr,
+                            direction: *direction,
+                            channels,
+                        };
+                        self.delivery.peer_added(info, released);
+                    }
+                    Event::PeerDisconnected { peer, reason } => {
+                        self.delivery.peer_removed(*peer, reason, released)
+                    }
+                    _ => {}
+                }
+                self.delivery.deliver(event, release, released)
+            }
             Output::Reply { request, reply } => {
                 let reply = match reply {
                     Reply::Metrics(mut m) => {

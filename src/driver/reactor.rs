@@ -250,6 +250,20 @@ impl Reactor {
                     self.after_node(index, now);
                 }
             }
+            LoopCommand::AddReactor {
+                index,
+                channels,
+                tx,
+                alive,
+                ready,
+            } => {
+                let result = match self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
+                    Some(slot) => slot.add_reactor(channels, tx, alive),
+                    None => Err(crate::node::reactor::ReactorError::Closed),
+                };
+                let _ = ready.send(result);
+                self.after_node(index, now);
+            }
             LoopCommand::Stop => self.stop = true,
         }
     }

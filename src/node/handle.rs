@@ -54,10 +54,76 @@ impl NodeHandle {
         &self.inner.listen_addrs
     }
 
-    /// Events: connections, dial failures and messages of channels without a
-    /// dedicated queue.
+    /// Events: connections, dial failures, lookups, gossip, and the messages of
+    /// channels that no reactor or dedicated queue takes. Every call returns the
+    /// same queue, so two consumers split it between them: a part of the
+    /// application that needs to see every peer takes a [`NodeHandle::reactor`].
     pub fn events(&self) -> Receiver<Event> {
         self.inner.events.clone()
+    }
+
+    /// A reactor taking the messages of `channels`, with a queue of `capacity`
+    /// events: it hears first of every peer connected now, then, per peer in order,
+    /// `PeerAdded`, its messages on these channels, `PeerRemoved`. Any number of
+    /// reactors per node; a channel belongs to one reactor at most (and not to one
+    /// with a dedicated queue). Their messages no longer reach [`NodeHandle::events`],
+    /// which keeps the other channels' messages and every other event.
+    ///
+    /// ```no_run
+    /// # fn f(node: &meshwire::NodeHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// use meshwire::ReactorEvent;
+    /// const VOTES: u32 = 1;
+    /// const PARTS: u32 = 2;
+    /// let consensus = node.reactor(&[VOTES, PARTS], 1024)?;
+    /// std::thread::spawn(move || {
+    ///     while let Ok(ev) = consensus.recv() {
+    ///         match ev {
+    ///             ReactorEvent::PeerAdded(info) => println!("+ {}", info.id),
+    ///             ReactorEvent::Message { peer, channel, data } => {
+    ///                 let _ = (peer, channel, data); // a vote or a block part
+    ///             }
+    ///             ReactorEvent::PeerRemoved { peer, reason } => println!("- {peer}: {reason}"),
+    ///         }
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn reactor(
+        &self,
+        channels: &[ChannelId],
+        capacity: usize,
+    ) -> Result<Reactor, ReactorError> {
+        for c in channels {
+            if self.inner.shared.channel_index(*c).is_none() {
+                return Err(ReactorError::UnknownChannel(*c));
+            }
+        }
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return Err(ReactorError::Closed);
+        }
+        let (tx, events) = crossbeam_channel::bounded(capacity.max(1));
+        let (ready, outcome) = crossbeam_channel::bounded(1);
+        let mut channels = channels.to_vec();
+        channels.sort_unstable();
+        channels.dedup();
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cmd = LoopCommand::AddReactor {
+            index: self.inner.index,
+            channels: channels.clone(),
+            tx,
+            alive: alive.clone(),
+            ready,
+        };
+        if !self.inner.runtime.submit_blocking(cmd) {
+            return Err(ReactorError::Closed);
+        }
+        outcome.recv().map_err(|_| ReactorError::Closed)??;
+        Ok(Reactor {
+            node: self.clone(),
+            channels,
+            events,
+            alive,
+        })
     }
 
     /// The messages of a channel that has a dedicated queue.

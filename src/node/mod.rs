@@ -8,6 +8,7 @@ mod handle;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
 mod peer_details;
+pub(crate) mod reactor;
 pub(crate) mod shared;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use event::Event;
 use handle::HandleInner;
 pub use handle::{NodeHandle, PeerInfo};
 pub use peer_details::PeerDetails;
+pub use reactor::{Reactor, ReactorError, ReactorEvent};
 use shared::NodeShared;
 
 /// Why a node did not start.
