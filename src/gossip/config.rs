@@ -136,6 +136,17 @@ pub struct GossipConfig {
     /// subscribed peer (flood publish): flooding 1 MiB to 30 peers holds a 50 Mbit/s
     /// uplink for 5 s.
     pub flood_publish_max_size: usize,
+    /// The application decides on each message off the loop thread: it is
+    /// delivered with `needs_verdict` and forwarded only once the application calls
+    /// `report_validation` (a mempool's CheckTx). A synchronous validator, if any,
+    /// runs first.
+    pub deferred_validation: bool,
+    /// A deferred message without a verdict after this is dropped as ignored.
+    pub deferred_timeout: Duration,
+    /// Most messages waiting for a verdict; beyond, new ones are dropped unseen.
+    pub max_deferred: usize,
+    /// Most payload bytes waiting for a verdict.
+    pub max_deferred_bytes: usize,
 }
 
 impl Default for GossipConfig {
@@ -198,6 +209,10 @@ impl Default for GossipConfig {
             stream_chunk: 16 * 1024 - 64,
             max_assembly_bytes: 64 << 20,
             flood_publish_max_size: 32 * 1024,
+            deferred_validation: false,
+            deferred_timeout: Duration::from_secs(5),
+            max_deferred: 4096,
+            max_deferred_bytes: 64 << 20,
         }
     }
 }

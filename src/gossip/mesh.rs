@@ -38,6 +38,7 @@ impl Router {
         }
         self.next_heartbeat = now + self.config.heartbeat;
         self.heartbeats += 1;
+        self.expire_deferred(now);
         // Broken promises.
         let broken: Vec<(MessageId, PeerId)> = self
             .promises

@@ -14,6 +14,7 @@ mod announce;
 mod assembly;
 pub mod cache;
 pub mod config;
+mod deferred;
 mod lag;
 mod lazy;
 mod mesh;
@@ -78,6 +79,9 @@ pub struct GossipEvent {
     pub hops: u32,
     /// The payload.
     pub data: Vec<u8>,
+    /// With deferred validation: the message waits, unforwarded, for the
+    /// application's `report_validation` on its id (or its timeout).
+    pub needs_verdict: bool,
 }
 
 /// What the router asks the node to do.
@@ -146,6 +150,11 @@ pub struct TopicMetrics {
     pub streams_deferred: u64,
     /// Streams given up at their deadline (then fetched from another peer).
     pub streams_expired: u64,
+    /// Deferred messages whose verdict did not come in time (dropped as ignored).
+    pub verdicts_timed_out: u64,
+    /// Messages dropped unseen because too many (or too many bytes) waited for a
+    /// verdict.
+    pub verdicts_no_room: u64,
 }
 
 #[derive(Debug, Default)]
@@ -237,6 +246,8 @@ pub struct Router {
     signature_checks: u64,
     /// How far behind the network runs (the spread of duplicate arrivals).
     lag: lag::Lag,
+    /// Messages waiting for the application's verdict.
+    deferred: deferred::DeferredSet,
 }
 
 impl Router {
@@ -280,6 +291,7 @@ impl Router {
             heartbeats: 0,
             signature_checks: 0,
             lag: lag::Lag::default(),
+            deferred: Default::default(),
         }
     }
 

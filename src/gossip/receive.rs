@@ -148,6 +148,14 @@ impl Router {
             self.count_duplicate(from, topic_name, lag);
             return true;
         }
+        // No room to wait for a verdict: dropped before the signature costs anything,
+        // and not marked seen, so a later copy may still get in.
+        if self.config.deferred_validation && !self.deferral_room(msg.data.len()) {
+            if let Some(t) = self.topics.get_mut(&topic_name) {
+                t.metrics.verdicts_no_room += 1;
+            }
+            return true;
+        }
         let budget = self.peers.get_mut(&from).map(|p| &mut p.verify_budget);
         if !budget.is_some_and(|b| b.try_take(1.0, now)) {
             if let Some(t) = self.topics.get_mut(&topic_name) {
@@ -185,9 +193,54 @@ impl Router {
             }
             Validation::Accept => {}
         }
+        let announced = self.incoming.complete(&id);
+        if self.config.deferred_validation {
+            let event = GossipEvent {
+                topic: topic_name,
+                id,
+                origin,
+                from,
+                hops: msg.hops,
+                data: msg.data.clone(),
+                needs_verdict: true,
+            };
+            let held = deferred::Held::Whole {
+                from,
+                origin,
+                msg,
+                announced,
+            };
+            self.defer(id, held, event, now);
+            return true;
+        }
+        self.forward_whole(from, id, &topic_name, origin, &msg, announced, now);
+        self.outputs.push_back(GossipOutput::Deliver(GossipEvent {
+            topic: topic_name,
+            id,
+            origin,
+            from,
+            hops: msg.hops,
+            data: msg.data,
+            needs_verdict: false,
+        }));
+        true
+    }
+
+    /// An accepted message `id` that came first from `from`: credited, cached, and
+    /// sent on to the mesh (an IHAVE on choked links).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward_whole(
+        &mut self,
+        from: PeerId,
+        id: MessageId,
+        topic_name: &str,
+        origin: Option<PeerId>,
+        msg: &wire::GossipMessage,
+        already_announced: bool,
+        now: Instant,
+    ) {
         let large = self.config.idontwant && msg.data.len() >= self.config.idontwant_min_size;
-        let already_announced = self.incoming.complete(&id);
-        let mesh = self.record_first_delivery(from, &id, &topic_name, msg.hops);
+        let mesh = self.record_first_delivery(from, &id, topic_name, msg.hops);
         let mut forward = msg.clone();
         forward.hops = msg.hops.saturating_add(1);
         self.mcache.put(id, Cached::Whole(forward.clone()));
@@ -203,7 +256,7 @@ impl Router {
             if large && !already_announced {
                 let link = self
                     .topics
-                    .get_mut(&topic_name)
+                    .get_mut(topic_name)
                     .and_then(|t| t.mesh.get_mut(&p));
                 if let Some(l) = link {
                     l.hushed = true;
@@ -215,20 +268,11 @@ impl Router {
                 }
             }
             if choked {
-                self.offer_lazily(p, &topic_name, id, we_choked, now);
+                self.offer_lazily(p, topic_name, id, we_choked, now);
             } else {
                 self.rpc(p).publish.push(forward.clone());
             }
         }
-        self.outputs.push_back(GossipOutput::Deliver(GossipEvent {
-            topic: topic_name,
-            id,
-            origin,
-            from,
-            hops: msg.hops,
-            data: msg.data,
-        }));
-        true
     }
 
     /// The first copy of message `id` came from `from`, `hops` from its origin: the

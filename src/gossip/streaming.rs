@@ -213,10 +213,13 @@ impl Router {
     /// The last chunk of `id` came from `last_from`: validate, deliver, cache, and
     /// send it on where cut-through did not.
     fn complete_stream(&mut self, id: MessageId, last_from: PeerId, now: Instant) {
-        let Some(a) = self.assembling.remove(&id) else {
+        let Some(mut a) = self.assembling.remove(&id) else {
             return;
         };
-        let chunks: Vec<Arc<Vec<u8>>> = a.chunks.into_iter().flatten().collect();
+        let chunks: Vec<Arc<Vec<u8>>> = std::mem::take(&mut a.chunks)
+            .into_iter()
+            .flatten()
+            .collect();
         let mut data = Vec::with_capacity(a.head.size as usize);
         for (i, c) in chunks.iter().enumerate() {
             // A chunk RPC ends with the chunk's data (its last field, nothing after).
@@ -230,26 +233,66 @@ impl Router {
             None => Validation::Accept,
         };
         match verdict {
-            Validation::Reject => {
-                if let Some(t) = self.topics.get_mut(&topic_name) {
-                    t.metrics.rejected += 1;
-                }
-                if !self.suspect_origins.contains(&a.origin) {
-                    if self.suspect_origins.len() >= MAX_SUSPECT_ORIGINS {
-                        self.suspect_origins.pop_front();
-                    }
-                    self.suspect_origins.push_back(a.origin);
-                }
-                // Forwarders passed it on unvalidated, as cut-through must: only the
-                // origin itself answers for it.
-                if a.from == a.origin {
-                    self.penalize(a.from, Penalty::InvalidMessage);
-                }
-                return;
-            }
+            Validation::Reject => return self.reject_stream(&a),
             Validation::Ignore => return,
             Validation::Accept => {}
         }
+        let from = if a.from_delivered > 0 {
+            a.from
+        } else {
+            last_from
+        };
+        let event = GossipEvent {
+            topic: topic_name,
+            id,
+            origin: Some(a.origin),
+            from,
+            hops: a.hops,
+            data,
+            needs_verdict: false,
+        };
+        if self.config.deferred_validation {
+            let held = deferred::Held::Stream {
+                assembly: Box::new(a),
+                chunks,
+                last_from,
+            };
+            return self.defer(id, held, event, now);
+        }
+        self.forward_stream(id, a, chunks, last_from, now);
+        self.outputs.push_back(GossipOutput::Deliver(event));
+    }
+
+    /// A streamed message the application rejected: counted, its origin suspect,
+    /// and the origin penalized if it sent it to us itself.
+    pub(super) fn reject_stream(&mut self, a: &Assembly) {
+        if let Some(t) = self.topics.get_mut(&a.head.topic) {
+            t.metrics.rejected += 1;
+        }
+        if !self.suspect_origins.contains(&a.origin) {
+            if self.suspect_origins.len() >= MAX_SUSPECT_ORIGINS {
+                self.suspect_origins.pop_front();
+            }
+            self.suspect_origins.push_back(a.origin);
+        }
+        // Forwarders passed it on unvalidated, as cut-through must: only the
+        // origin itself answers for it.
+        if a.from == a.origin {
+            self.penalize(a.from, Penalty::InvalidMessage);
+        }
+    }
+
+    /// An accepted stream: credited, cached, and sent whole to the mesh peers that
+    /// cut-through did not reach.
+    pub(super) fn forward_stream(
+        &mut self,
+        id: MessageId,
+        a: Assembly,
+        chunks: Vec<Arc<Vec<u8>>>,
+        last_from: PeerId,
+        now: Instant,
+    ) {
+        let topic_name = a.head.topic.clone();
         // Credited to the peer whose head started it (it carried most of the chunks,
         // or the chunks came from copies it made us ask for).
         let from = if a.from_delivered > 0 {
@@ -273,14 +316,6 @@ impl Router {
             }
         }
         self.mcache.put(id, Cached::Stream(a.head, chunks));
-        self.outputs.push_back(GossipOutput::Deliver(GossipEvent {
-            topic: topic_name,
-            id,
-            origin: Some(a.origin),
-            from,
-            hops: a.hops,
-            data,
-        }));
     }
 
     /// Queues a whole stream for `peer`: the head now, the chunks after it.

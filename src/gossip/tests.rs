@@ -507,3 +507,116 @@ fn a_lagging_network_keeps_messages_for_repair_longer() {
         );
     }
 }
+
+/// Every delivery so far that waits for a verdict gets `verdict`; returns how many.
+fn decide(
+    net: &mut Net,
+    verdict: impl Fn(&[u8]) -> Validation,
+    done: &mut HashSet<(usize, MessageId)>,
+) -> usize {
+    let mut n = 0;
+    for i in 0..net.routers.len() {
+        let waiting: Vec<(MessageId, Validation)> = net.delivered[i]
+            .iter()
+            .filter(|e| e.needs_verdict && !done.contains(&(i, e.id)))
+            .map(|e| (e.id, verdict(&e.data)))
+            .collect();
+        for (id, v) in waiting {
+            done.insert((i, id));
+            let now = net.now;
+            assert!(net.routers[i].report_validation(id, v, now));
+            n += 1;
+        }
+    }
+    net.run();
+    n
+}
+
+#[test]
+fn deferred_messages_wait_for_the_verdict_before_going_on() {
+    let config = GossipConfig {
+        deferred_validation: true,
+        ..GossipConfig::default()
+    };
+    let mut net = Net::new(20, 4, config.clone(), None);
+    net.subscribe_all("tx");
+    let now = net.now;
+    net.routers[3].publish("tx", b"tx 1".to_vec(), now).unwrap();
+    net.run();
+    // Delivered (for a verdict) by the origin's peers only: nothing went further.
+    let first: HashSet<usize> = (0..20).filter(|i| !net.delivered[*i].is_empty()).collect();
+    let neighbours: HashSet<usize> = net
+        .links
+        .iter()
+        .filter_map(|&(a, b)| (a == 3).then_some(b).or((b == 3).then_some(a)))
+        .collect();
+    assert!(
+        first.is_subset(&neighbours) && !first.is_empty(),
+        "{first:?}"
+    );
+    assert!(net.delivered.iter().flatten().all(|e| e.needs_verdict));
+    let mut done = HashSet::new();
+    while decide(&mut net, |_| Validation::Accept, &mut done) > 0 {}
+    for i in (0..20).filter(|i| *i != 3) {
+        assert_eq!(net.delivered[i].len(), 1, "node {i}: exactly once");
+    }
+    // Rejected: not forwarded, its sender pays.
+    let now = net.now;
+    net.routers[5].publish("tx", b"bad".to_vec(), now).unwrap();
+    net.run();
+    while decide(&mut net, |_| Validation::Reject, &mut done) > 0 {}
+    let bad: Vec<&GossipEvent> = net
+        .delivered
+        .iter()
+        .flatten()
+        .filter(|e| e.data == b"bad")
+        .collect();
+    assert!(
+        bad.iter().all(|e| e.from == net.ids[5]),
+        "forwarded before its verdict"
+    );
+    assert!(net
+        .penalties
+        .iter()
+        .any(|(_, p, why)| *p == net.ids[5] && *why == Penalty::InvalidMessage));
+    // No verdict: dropped at the timeout, and a late one changes nothing.
+    let now = net.now;
+    let late = net.routers[7].publish("tx", b"tx 2".to_vec(), now).unwrap();
+    net.run();
+    let waiting: Vec<usize> = (0..20)
+        .filter(|i| net.routers[*i].awaiting_verdict() > 0)
+        .collect();
+    assert!(!waiting.is_empty());
+    net.heartbeats((config.deferred_timeout.as_millis() / 200) as usize + 6);
+    for &i in &waiting {
+        let r = &mut net.routers[i];
+        assert_eq!(r.awaiting_verdict(), 0);
+        assert_eq!(r.metrics()["tx"].verdicts_timed_out, 1);
+        let now = net.now;
+        assert!(!r.report_validation(late, Validation::Accept, now));
+    }
+}
+
+#[test]
+fn deferred_messages_beyond_the_bound_are_dropped_unseen() {
+    let config = GossipConfig {
+        deferred_validation: true,
+        max_deferred: 1,
+        ..GossipConfig::default()
+    };
+    let mut net = Net::new(2, 0, config, None);
+    net.links.insert((0, 1));
+    net.connect(0, 1);
+    net.subscribe_all("tx");
+    let now = net.now;
+    net.routers[0].publish("tx", b"a".to_vec(), now).unwrap();
+    let second = net.routers[0].publish("tx", b"b".to_vec(), now).unwrap();
+    net.run();
+    assert_eq!(net.delivered[1].len(), 1);
+    assert_eq!(net.routers[1].metrics()["tx"].verdicts_no_room, 1);
+    // Not marked seen, so a later copy may still get in once there is room.
+    let first = net.delivered[1][0].id;
+    let now = net.now;
+    assert!(net.routers[1].report_validation(first, Validation::Accept, now));
+    assert!(!net.routers[1].seen.contains(&second));
+}

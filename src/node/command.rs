@@ -41,6 +41,7 @@ pub(crate) enum Command {
     RemovePersistent(SocketAddr),
     SetUnconditional(PeerId, bool),
     SetPrivate(PeerId, bool),
+    ReportValidation(crate::gossip::MessageId, crate::gossip::Validation),
     Metrics(RequestId),
     Subscribe(String),
     Unsubscribe(String),

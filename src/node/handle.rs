@@ -341,6 +341,28 @@ impl NodeHandle {
         self.submit(Command::Ban(peer, duration))
     }
 
+    /// The verdict on a gossip message delivered with `needs_verdict` (with
+    /// [`crate::gossip::GossipConfig::deferred_validation`]): `Accept` forwards it,
+    /// `Reject` drops it and costs its sender, `Ignore` drops it. Call from any
+    /// thread, so validation (a mempool's CheckTx) runs off the loop thread. A
+    /// verdict after the timeout, or on an unknown id, is counted in the metrics'
+    /// drops as `verdict_unknown_id`.
+    ///
+    /// ```no_run
+    /// # fn f(node: &meshwire::NodeHandle, ev: meshwire::gossip::GossipEvent) -> Result<(), meshwire::SendError> {
+    /// use meshwire::gossip::Validation;
+    /// let ok = !ev.data.is_empty(); // the application's CheckTx
+    /// node.report_validation(ev.id, if ok { Validation::Accept } else { Validation::Reject })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn report_validation(
+        &self,
+        id: crate::gossip::MessageId,
+        verdict: crate::gossip::Validation,
+    ) -> Result<(), SendError> {
+        self.submit(Command::ReportValidation(id, verdict))
+    }
+
     /// Reports that `peer` misbehaved at the application's level (a bad vote, an
     /// invalid block part): its score drops by what `what` costs, the same score
     /// the transport, DHT and gossip feed, and it is banned (and disconnected) when

@@ -48,6 +48,14 @@ impl NodeCore {
             Command::AddPersistent(addr, id) => self.add_persistent(addr, id, now),
             Command::RemovePersistent(addr) => self.manager.remove_persistent(Some(addr), None),
             Command::SetUnconditional(peer, yes) => self.manager.set_unconditional(peer, yes),
+            Command::ReportValidation(id, verdict) => {
+                if let Some(r) = &mut self.router {
+                    if !r.report_validation(id, verdict, now) {
+                        self.metrics_drop("verdict_unknown_id");
+                    }
+                }
+                self.drain_gossip(now, None);
+            }
             Command::SetPrivate(peer, yes) => {
                 if let Some(kad) = &mut self.kad {
                     kad.set_private(peer, yes);
