@@ -154,3 +154,68 @@ fn a_stalled_reactor_throttles_its_senders_and_loses_nothing_or_the_order() {
     assert!(matches!(next(&consensus), ReactorEvent::PeerRemoved { .. }));
     b.shutdown();
 }
+
+#[test]
+fn a_stalled_topic_queue_holds_up_neither_other_topics_nor_loses_its_own() {
+    let node = |i: usize| {
+        let n = meshwire::NodeBuilder::new(NET)
+            .listen(addr(i))
+            .rng_seed(i as u64)
+            .kad(None)
+            .channel(ChannelConfig::new(VOTES))
+            .start()
+            .unwrap();
+        n.subscribe("txs").unwrap();
+        n.subscribe("blocks").unwrap();
+        n
+    };
+    let (a, b) = (node(740), node(741));
+    let txs = b.gossip_queue("txs", 4).unwrap();
+    assert_eq!(
+        b.gossip_queue("txs", 4).unwrap_err(),
+        ReactorError::TopicTaken("txs".into())
+    );
+    let (ea, eb) = (a.events(), b.events());
+    a.dial(b.listen_addrs()[0], Some(b.peer_id())).unwrap();
+    connected(&ea, b.peer_id());
+    connected(&eb, a.peer_id());
+    assert!(eventually(Duration::from_secs(10), || a
+        .mesh_peers("txs")
+        .is_ok_and(|m| m.contains(&b.peer_id()))
+        && a.mesh_peers("blocks")
+            .is_ok_and(|m| m.contains(&b.peer_id()))));
+    for i in 0..100u32 {
+        a.publish("txs", format!("tx {i}").into_bytes()).unwrap();
+    }
+    for i in 0..10u32 {
+        a.publish("blocks", format!("block {i}").into_bytes())
+            .unwrap();
+    }
+    // Nobody reads the transactions, yet every block arrives on the shared queue.
+    let mut blocks = 0;
+    while blocks < 10 {
+        match eb.recv_timeout(Duration::from_secs(10)).expect("a block") {
+            Event::Gossip(g) => {
+                assert_eq!(g.topic, "blocks", "a transaction on the shared queue");
+                blocks += 1;
+            }
+            _ => {}
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        match txs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a transaction")
+        {
+            Event::Gossip(g) => got.push(String::from_utf8(g.data).unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    got.sort();
+    let mut want: Vec<String> = (0..100).map(|i| format!("tx {i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "each transaction exactly once");
+    a.shutdown();
+    b.shutdown();
+}

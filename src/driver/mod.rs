@@ -43,6 +43,13 @@ pub(crate) enum LoopCommand {
         alive: Arc<AtomicBool>,
         ready: Sender<Result<(), crate::node::reactor::ReactorError>>,
     },
+    /// A queue of its own for a gossip topic of node `index`.
+    AddTopicQueue {
+        index: usize,
+        topic: String,
+        tx: Sender<crate::node::Event>,
+        ready: Sender<Result<(), crate::node::reactor::ReactorError>>,
+    },
     Stop,
 }
 

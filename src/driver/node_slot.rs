@@ -94,6 +94,18 @@ impl NodeSlot {
         result
     }
 
+    /// A queue of its own for gossip `topic`; its events go to `tx`.
+    pub(crate) fn add_topic_queue(
+        &mut self,
+        topic: String,
+        tx: Sender<Event>,
+    ) -> Result<(), ReactorError> {
+        if self.core.is_shutting_down() {
+            return Err(ReactorError::Closed);
+        }
+        self.delivery.add_topic_queue(topic, tx)
+    }
+
     /// Takes every output the core has; returns what the loop must do.
     pub(crate) fn drain(&mut self) -> LoopWork {
         let mut work = LoopWork::default();

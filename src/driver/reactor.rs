@@ -264,6 +264,18 @@ impl Reactor {
                 let _ = ready.send(result);
                 self.after_node(index, now);
             }
+            LoopCommand::AddTopicQueue {
+                index,
+                topic,
+                tx,
+                ready,
+            } => {
+                let result = match self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
+                    Some(slot) => slot.add_topic_queue(topic, tx),
+                    None => Err(crate::node::reactor::ReactorError::Closed),
+                };
+                let _ = ready.send(result);
+            }
             LoopCommand::Stop => self.stop = true,
         }
     }

@@ -134,8 +134,11 @@ pub struct GossipConfig {
     pub max_assembly_bytes: usize,
     /// Messages larger than this are published to the mesh only, not to every
     /// subscribed peer (flood publish): flooding 1 MiB to 30 peers holds a 50 Mbit/s
-    /// uplink for 5 s.
+    /// uplink for 5 s. 0 publishes everything to the mesh only.
     pub flood_publish_max_size: usize,
+    /// Weights of the peer score (first deliveries, invalid messages, broken
+    /// promises, mesh deficit, IP colocation, decay); the thresholds above act on it.
+    pub score_weights: crate::gossip::score::ScoreWeights,
     /// The application decides on each message off the loop thread: it is
     /// delivered with `needs_verdict` and forwarded only once the application calls
     /// `report_validation` (a mempool's CheckTx). A synchronous validator, if any,
@@ -209,6 +212,7 @@ impl Default for GossipConfig {
             stream_chunk: 16 * 1024 - 64,
             max_assembly_bytes: 64 << 20,
             flood_publish_max_size: 32 * 1024,
+            score_weights: Default::default(),
             deferred_validation: false,
             deferred_timeout: Duration::from_secs(5),
             max_deferred: 4096,

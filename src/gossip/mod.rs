@@ -261,6 +261,7 @@ impl Router {
     ) -> Self {
         // Sequence numbers start at a random point, so a restarted node's ids differ.
         let seqno = rng.next_u64() >> 1;
+        let weights = config.score_weights.clone();
         Router {
             seen: SeenCache::new(config.seen_ttl, config.seen_max),
             incoming: Announcements::default(),
@@ -275,7 +276,7 @@ impl Router {
             next_heartbeat: now + config.heartbeat,
             seqno,
             config,
-            weights: ScoreWeights::default(),
+            weights,
             key,
             validator,
             topics: Map::default(),

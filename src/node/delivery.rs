@@ -115,6 +115,8 @@ pub(crate) struct Delivery {
     events: Queue<Event>,
     channels: HashMap<ChannelId, Queue<Event>>,
     reactors: Vec<ReactorQueue>,
+    /// Gossip topics with a queue of their own.
+    topics: HashMap<String, Queue<Event>>,
     /// The peers announced so far and not yet gone, as events told them: what a
     /// new reactor is told first.
     announced: HashMap<PeerId, PeerInfo>,
@@ -135,6 +137,7 @@ impl Delivery {
                 .map(|(c, tx)| (c, Queue::new(tx)))
                 .collect(),
             reactors: Vec::new(),
+            topics: HashMap::new(),
             announced: HashMap::new(),
             max_waiting_control: 65_536,
             dropped_control: 0,
@@ -171,6 +174,21 @@ impl Delivery {
                 .push(ReactorEvent::PeerAdded(p.clone()), None, released);
         }
         self.reactors.push(r);
+        Ok(())
+    }
+
+    /// A queue of its own for the gossip messages of `topic`: a slow consumer of one
+    /// topic (a mempool) throttles that topic's senders, not the others'.
+    pub(crate) fn add_topic_queue(
+        &mut self,
+        topic: String,
+        tx: Sender<Event>,
+    ) -> Result<(), ReactorError> {
+        self.topics.retain(|_, q| !q.gone);
+        if self.topics.contains_key(&topic) {
+            return Err(ReactorError::TopicTaken(topic));
+        }
+        self.topics.insert(topic, Queue::new(tx));
         Ok(())
     }
 
@@ -236,6 +254,10 @@ impl Delivery {
             Event::Message { channel, .. } => {
                 self.channels.get_mut(channel).unwrap_or(&mut self.events)
             }
+            Event::Gossip(g) => match self.topics.get_mut(&g.topic) {
+                Some(q) if !q.gone => q,
+                _ => &mut self.events,
+            },
             _ => &mut self.events,
         };
         if release.is_none() && queue.waiting.len() >= self.max_waiting_control {
@@ -253,6 +275,9 @@ impl Delivery {
         }
         for r in &mut self.reactors {
             moved |= r.queue.flush(released);
+        }
+        for q in self.topics.values_mut() {
+            moved |= q.flush(released);
         }
         self.drop_gone_reactors(released);
         // Back off only while something waits and nothing moves.
@@ -293,6 +318,7 @@ impl Delivery {
                 .iter()
                 .map(|r| r.queue.waiting.len())
                 .sum::<usize>()
+            + self.topics.values().map(|q| q.waiting.len()).sum::<usize>()
     }
 
     /// Whether anything waits for room.
@@ -300,6 +326,7 @@ impl Delivery {
         !self.events.waiting.is_empty()
             || self.channels.values().any(|q| !q.waiting.is_empty())
             || self.reactors.iter().any(|r| !r.queue.waiting.is_empty())
+            || self.topics.values().any(|q| !q.waiting.is_empty())
     }
 }
 

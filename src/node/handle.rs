@@ -126,6 +126,34 @@ impl NodeHandle {
         })
     }
 
+    /// A queue of its own, holding up to `capacity` events, for the gossip
+    /// messages of `topic` (which then no longer reach [`NodeHandle::events`]). As
+    /// with channels, a message's credit goes back to its sender only when it enters
+    /// the queue: a mempool that falls behind slows its transaction senders, and the
+    /// other topics flow on.
+    pub fn gossip_queue(
+        &self,
+        topic: &str,
+        capacity: usize,
+    ) -> Result<Receiver<Event>, ReactorError> {
+        if self.inner.shared.closed.load(Ordering::Acquire) {
+            return Err(ReactorError::Closed);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let (ready, outcome) = crossbeam_channel::bounded(1);
+        let cmd = LoopCommand::AddTopicQueue {
+            index: self.inner.index,
+            topic: topic.to_string(),
+            tx,
+            ready,
+        };
+        if !self.inner.runtime.submit_blocking(cmd) {
+            return Err(ReactorError::Closed);
+        }
+        outcome.recv().map_err(|_| ReactorError::Closed)??;
+        Ok(rx)
+    }
+
     /// The messages of a channel that has a dedicated queue.
     pub fn channel_events(&self, channel: ChannelId) -> Option<Receiver<Event>> {
         self.inner.channel_events.get(&channel).cloned()

@@ -47,6 +47,8 @@ pub enum ReactorError {
     UnknownChannel(ChannelId),
     /// Another reactor, or a dedicated queue, already takes the channel's messages.
     ChannelTaken(ChannelId),
+    /// Another queue already takes the gossip topic's messages.
+    TopicTaken(String),
     /// The node is shutting down.
     Closed,
 }
@@ -56,6 +58,7 @@ impl fmt::Display for ReactorError {
         match self {
             ReactorError::UnknownChannel(c) => write!(f, "unknown channel {c}"),
             ReactorError::ChannelTaken(c) => write!(f, "channel {c} already has a reader"),
+            ReactorError::TopicTaken(t) => write!(f, "topic {t:?} already has a queue"),
             ReactorError::Closed => f.write_str("node closed"),
         }
     }
