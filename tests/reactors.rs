@@ -194,12 +194,9 @@ fn a_stalled_topic_queue_holds_up_neither_other_topics_nor_loses_its_own() {
     // Nobody reads the transactions, yet every block arrives on the shared queue.
     let mut blocks = 0;
     while blocks < 10 {
-        match eb.recv_timeout(Duration::from_secs(10)).expect("a block") {
-            Event::Gossip(g) => {
-                assert_eq!(g.topic, "blocks", "a transaction on the shared queue");
-                blocks += 1;
-            }
-            _ => {}
+        if let Event::Gossip(g) = eb.recv_timeout(Duration::from_secs(10)).expect("a block") {
+            assert_eq!(g.topic, "blocks", "a transaction on the shared queue");
+            blocks += 1;
         }
     }
     let mut got = Vec::new();
