@@ -83,6 +83,61 @@
 //! # }
 //! ```
 //!
+//! ## For a consensus engine
+//!
+//! Each part of the engine takes its channels as a [`Reactor`]: its own queue, with
+//! every peer's arrival before its messages and its departure after them. What a
+//! reactor sees a peer do wrong goes into the one score every layer feeds.
+//!
+//! ```no_run
+//! use meshwire::{ChannelConfig, Misbehavior, NodeBuilder, ReactorEvent};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! const VOTES: u32 = 1;
+//! const PARTS: u32 = 2;
+//! let node = NodeBuilder::new("chain-1")
+//!     .channel(ChannelConfig::new(VOTES).priority(10))
+//!     .channel(ChannelConfig::new(PARTS).priority(3).max_message_size(64 * 1024))
+//!     .start()?;
+//! let consensus = node.reactor(&[VOTES, PARTS], 1024)?;
+//! while let Ok(ev) = consensus.recv() {
+//!     if let ReactorEvent::Message { peer, channel: VOTES, data } = ev {
+//!         if data.len() != 8 {
+//!             // Graded: Minor, Invalid (a protocol violation's worth), Malicious (ban).
+//!             node.report(peer, Misbehavior::Invalid, "malformed vote")?;
+//!         } else {
+//!             node.mark_good(peer)?;
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A validator behind sentries: the validator runs no DHT, takes no other peers,
+//! and keeps its sentries in reserved slots; each sentry keeps the validator
+//! unconditional (past its limits) and private (out of every DHT answer and peer
+//! exchange).
+//!
+//! ```no_run
+//! use meshwire::config::PeerLimits;
+//! use meshwire::{Keypair, NodeBuilder};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let (sentry_addr, sentry_id) = ("10.0.0.2:26656".parse()?, Keypair::generate()?.peer_id());
+//! # let validator_id = Keypair::generate()?.peer_id();
+//! let validator = NodeBuilder::new("chain-1")
+//!     .kad(None)
+//!     .limits(PeerLimits { max_inbound: 0, max_outbound: 0, ..PeerLimits::default() })
+//!     .persistent_peer(sentry_addr, Some(sentry_id));
+//! let sentry = NodeBuilder::new("chain-1")
+//!     .unconditional_peer(validator_id)
+//!     .private_peer(validator_id);
+//! # let _ = (validator, sentry);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Layers, bottom up: [`identity`], [`secure`] (handshake and sealed frames),
 //! [`mux`] (channels), [`conn`], [`kad`] (the DHT), [`gossip`], and the node
 //! ([`NodeBuilder`], [`NodeHandle`], [`Event`]). The wire contract lives in
