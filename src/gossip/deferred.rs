@@ -105,7 +105,7 @@ impl Router {
                 if let Some(t) = self.topics.get_mut(&d.topic) {
                     t.metrics.rejected += 1;
                 }
-                self.penalize(from, Penalty::InvalidMessage);
+                self.penalize_in(from, Penalty::InvalidMessage, &d.topic);
             }
             (Validation::Reject, Held::Stream { assembly, .. }) => {
                 self.reject_stream(&assembly);

@@ -165,7 +165,8 @@ impl Router {
             .collect();
         for p in idle {
             if let Some(peer) = self.peers.get_mut(&p) {
-                peer.score.mesh_deficit += 1.0;
+                peer.score
+                    .count(&self.weights, Some(topic), Counter::MeshDeficit, 1.0);
             }
         }
     }

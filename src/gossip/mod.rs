@@ -50,7 +50,7 @@ pub use message::{MessageId, Validation};
 pub use outgoing::Outgoing;
 pub use penalty::Penalty;
 pub use rpc::RpcLimits;
-use score::{PeerScore, ScoreWeights};
+use score::{Counter, PeerScore, ScoreWeights};
 
 /// The channel gossip RPCs ride on.
 pub const GOSSIP_CHANNEL: u32 = 0xffff_0002;
@@ -517,8 +517,19 @@ impl Router {
     // ------------------------------------------------------------ helpers
 
     fn penalize(&mut self, peer: PeerId, penalty: Penalty) {
+        self.penalize_topic(peer, penalty, None);
+    }
+
+    /// A penalty for something in `topic` (counted in its own score part if it has
+    /// weights).
+    fn penalize_in(&mut self, peer: PeerId, penalty: Penalty, topic: &str) {
+        self.penalize_topic(peer, penalty, Some(topic));
+    }
+
+    fn penalize_topic(&mut self, peer: PeerId, penalty: Penalty, topic: Option<&str>) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.score.invalid += penalty.weight();
+            p.score
+                .count(&self.weights, topic, Counter::Invalid, penalty.weight());
         }
         self.outputs
             .push_back(GossipOutput::Penalize { peer, penalty });

@@ -184,7 +184,7 @@ impl Router {
                 if let Some(t) = self.topics.get_mut(&topic_name) {
                     t.metrics.rejected += 1;
                 }
-                self.penalize(from, Penalty::InvalidMessage);
+                self.penalize_in(from, Penalty::InvalidMessage, &topic_name);
                 return false;
             }
             Validation::Ignore => {
@@ -288,7 +288,8 @@ impl Router {
     ) -> Vec<(PeerId, bool, bool)> {
         let via_iwant = self.promises.remove(id).is_some();
         if let Some(p) = self.peers.get_mut(&from) {
-            p.score.first_deliveries += 1.0;
+            p.score
+                .count(&self.weights, Some(topic_name), Counter::FirstDelivery, 1.0);
         }
         let Some(topic) = self.topics.get_mut(topic_name) else {
             return Vec::new();

@@ -278,7 +278,7 @@ impl Router {
         // Forwarders passed it on unvalidated, as cut-through must: only the
         // origin itself answers for it.
         if a.from == a.origin {
-            self.penalize(a.from, Penalty::InvalidMessage);
+            self.penalize_in(a.from, Penalty::InvalidMessage, &a.head.topic);
         }
     }
 
