@@ -132,3 +132,72 @@ fn a_peer_sending_dht_garbage_is_penalized_and_banned() {
     assert_eq!(node.metrics().unwrap().bans, 1);
     node.shutdown();
 }
+
+#[test]
+fn named_services_stop_being_found_once_their_provider_stops_and_records_carry_the_announced_address(
+) {
+    let kc = meshwire::kad::KadConfig {
+        provider_ttl: Duration::from_secs(2),
+        republish_every: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let node =
+        |i: usize, seed: Option<std::net::SocketAddr>, announce: Option<std::net::SocketAddr>| {
+            let mut b = NodeBuilder::new(NET)
+                .listen(addr(i))
+                .rng_seed(i as u64)
+                .channel(ChannelConfig::new(1))
+                .kad(Some(kc.clone()));
+            if let Some(s) = seed {
+                b = b.bootstrap(s);
+            }
+            if let Some(a) = announce {
+                b = b.announce(a);
+            }
+            b.start().expect("start")
+        };
+    let seed = node(560, None, None);
+    let s_addr = seed.listen_addrs()[0];
+    let public: std::net::SocketAddr = "127.77.0.1:4242".parse().unwrap();
+    let provider = node(561, Some(s_addr), Some(public));
+    let seeker = node(562, Some(s_addr), None);
+    let (partition, other) = (
+        meshwire::kad::key::key_from_name("acc/partition/X"),
+        meshwire::kad::key::key_from_name("acc/partition/Y"),
+    );
+    assert_ne!(partition, other);
+    assert!(eventually(Duration::from_secs(10), || seed
+        .routing_table()
+        .is_ok_and(|t| t.iter().any(|r| r.id == provider.peer_id()))));
+    // The record carries the announced address, not the bound one.
+    let rec = seed
+        .routing_table()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == provider.peer_id())
+        .unwrap();
+    assert_eq!(rec.addrs, vec![public]);
+    provider.provide(partition).unwrap();
+    provider.provide(other).unwrap();
+    let finds = |key| {
+        seeker
+            .find_providers_blocking(key, Duration::from_secs(5))
+            .is_ok_and(|r| r.providers.iter().any(|p| p.id == provider.peer_id()))
+    };
+    assert!(eventually(Duration::from_secs(10), || finds(partition)));
+    provider.stop_providing(partition).unwrap();
+    // Past the TTL the stopped one is gone; the other, still republished, is found.
+    std::thread::sleep(kc.provider_ttl + Duration::from_millis(700));
+    assert!(!finds(partition), "found after stop_providing and the TTL");
+    assert!(finds(other));
+    // A lookup that outlasts its timeout says so (it said Closed before).
+    assert_eq!(
+        seeker
+            .find_node_blocking(partition, Duration::ZERO)
+            .unwrap_err(),
+        meshwire::SendError::TimedOut
+    );
+    for n in [seed, provider, seeker] {
+        n.shutdown();
+    }
+}

@@ -39,6 +39,26 @@ pub fn key_of(peer: &PeerId) -> Key {
     *peer.as_bytes()
 }
 
+/// The DHT key of a name (a service, a partition: `"acc/partition/X"`): SHA-256 of
+/// the label `meshwire/v1 name`, the name's length as a 4-byte big-endian number,
+/// and the name's UTF-8 bytes. Any implementation that hashes the same way finds
+/// the same providers.
+///
+/// ```
+/// use meshwire::kad::key::key_from_name;
+/// assert_eq!(key_from_name("acc/partition/X"), key_from_name("acc/partition/X"));
+/// assert_ne!(key_from_name("acc/partition/X"), key_from_name("acc/partition/Y"));
+/// ```
+pub fn key_from_name(name: &str) -> Key {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"meshwire/v1 name");
+    ctx.update(&(name.len() as u32).to_be_bytes());
+    ctx.update(name.as_bytes());
+    let mut k = [0u8; 32];
+    k.copy_from_slice(ctx.finish().as_ref());
+    k
+}
+
 /// A random key in bucket `index` of `local` (for refreshes), from 32 random bytes.
 pub fn key_in_bucket(local: &Key, index: usize, random: [u8; 32]) -> Key {
     // Keep the top (255 - index) bits of `local`, flip the next, randomize the rest.

@@ -52,6 +52,7 @@ pub(crate) enum Command {
     FindNode(Key, Option<RequestId>),
     FindProviders(Key, Option<RequestId>),
     Provide(Key),
+    StopProviding(Key),
     RoutingTable(RequestId),
     /// Answered with [`Reply::ShutDown`] once every connection is gone.
     Shutdown(RequestId),

@@ -581,7 +581,8 @@ impl NodeHandle {
         self.submit(Command::FindProviders(key, None))
     }
 
-    /// Looks up the nodes closest to `key`, waiting at most `timeout`.
+    /// Looks up the nodes closest to `key`, waiting at most `timeout`
+    /// ([`SendError::TimedOut`] after it).
     pub fn find_node_blocking(
         &self,
         key: Key,
@@ -594,7 +595,8 @@ impl NodeHandle {
         )
     }
 
-    /// Looks up the providers of `key`, waiting at most `timeout`.
+    /// Looks up the providers of `key`, waiting at most `timeout`
+    /// ([`SendError::TimedOut`] after it).
     pub fn find_providers_blocking(
         &self,
         key: Key,
@@ -611,6 +613,13 @@ impl NodeHandle {
     /// nodes closest to it, and keeps republishing it.
     pub fn provide(&self, key: Key) -> Result<(), SendError> {
         self.submit(Command::Provide(key))
+    }
+
+    /// Stops announcing this node as a provider of `key`: it is no longer
+    /// republished, and the records the closest nodes hold expire at their TTL
+    /// (`KadConfig::provider_ttl`).
+    pub fn stop_providing(&self, key: Key) -> Result<(), SendError> {
+        self.submit(Command::StopProviding(key))
     }
 
     /// A snapshot of the DHT's routing table.

@@ -141,6 +141,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Announces `addr` (in the handshake and the DHT record) instead of the bound
+    /// listen addresses: the public address of a node behind NAT or a load
+    /// balancer. Call again to announce several.
+    pub fn announce(mut self, addr: SocketAddr) -> Self {
+        self.config.announce.get_or_insert_with(Vec::new).push(addr);
+        self
+    }
+
     /// Exempts this peer from the inbound and outbound limits (CometBFT's
     /// unconditional peers): a validator's sentries, a sentry's validator.
     pub fn unconditional_peer(mut self, id: PeerId) -> Self {

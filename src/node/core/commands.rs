@@ -118,6 +118,11 @@ impl NodeCore {
                 self.user_lookups.extend(id);
                 self.drain_kad(now);
             }
+            Command::StopProviding(key) => {
+                if let Some(kad) = &mut self.kad {
+                    kad.stop_providing(&key);
+                }
+            }
             Command::RoutingTable(request) => {
                 let table = self
                     .kad
