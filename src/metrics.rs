@@ -40,6 +40,16 @@ pub struct Metrics {
     pub bans: u64,
     /// Misbehavior reports from the application, by severity.
     pub reports: BTreeMap<&'static str, u64>,
+    /// Gossip, per subscribed topic.
+    pub topics: BTreeMap<String, crate::gossip::TopicMetrics>,
+    /// Peers in the DHT's routing table now.
+    pub dht_table_peers: u64,
+    /// Provider records the DHT holds for others now.
+    pub dht_provider_records: u64,
+    /// DHT lookups running now.
+    pub dht_lookups_running: u64,
+    /// Smoothed keepalive round-trip time per connected peer that has one.
+    pub peer_rtt: BTreeMap<crate::identity::PeerId, std::time::Duration>,
     /// Events waiting for room in the application's queues now (bounded by the
     /// receive credit of the messages among them).
     pub waiting_events: u64,
@@ -164,6 +174,95 @@ impl Metrics {
             "Misbehavior reports from the application, by severity.",
             &self.reports,
         );
+        gauge(
+            &mut s,
+            "dht_table_peers",
+            "Peers in the DHT routing table.",
+            "gauge",
+            self.dht_table_peers,
+        );
+        gauge(
+            &mut s,
+            "dht_provider_records",
+            "Provider records held for others.",
+            "gauge",
+            self.dht_provider_records,
+        );
+        gauge(
+            &mut s,
+            "dht_lookups_running",
+            "DHT lookups running.",
+            "gauge",
+            self.dht_lookups_running,
+        );
+        let _ = writeln!(
+            s,
+            "# HELP meshwire_peer_rtt_seconds Smoothed keepalive round-trip time."
+        );
+        let _ = writeln!(s, "# TYPE meshwire_peer_rtt_seconds gauge");
+        for (peer, rtt) in &self.peer_rtt {
+            let _ = writeln!(
+                s,
+                "meshwire_peer_rtt_seconds{{peer=\"{peer}\"}} {:.6}",
+                rtt.as_secs_f64()
+            );
+        }
+        let per_topic: [(&str, &str, TopicGetter); 6] = [
+            (
+                "gossip_deliveries_total",
+                "Gossip messages delivered.",
+                |t| t.deliveries,
+            ),
+            (
+                "gossip_duplicates_total",
+                "Gossip copies beyond the first.",
+                |t| t.duplicates,
+            ),
+            (
+                "gossip_rejected_total",
+                "Gossip messages rejected by validation.",
+                |t| t.rejected,
+            ),
+            (
+                "gossip_published_total",
+                "Gossip messages published here.",
+                |t| t.published,
+            ),
+            ("gossip_mesh_peers", "Gossip mesh size.", |t| t.mesh as u64),
+            (
+                "gossip_choked_links",
+                "Gossip mesh links choked (lazy).",
+                |t| t.choked as u64,
+            ),
+        ];
+        for (name, help, get) in per_topic {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(s, "# HELP meshwire_{name} {help}");
+            let _ = writeln!(s, "# TYPE meshwire_{name} {kind}");
+            for (topic, t) in &self.topics {
+                let _ = writeln!(
+                    s,
+                    "meshwire_{name}{{topic=\"{}\"}} {}",
+                    escape(topic),
+                    get(t)
+                );
+            }
+        }
+        let _ = writeln!(s, "# HELP meshwire_gossip_hops_total Gossip deliveries by hops from the origin (15 = 15 or more).");
+        let _ = writeln!(s, "# TYPE meshwire_gossip_hops_total counter");
+        for (topic, t) in &self.topics {
+            for (hops, n) in t.hops.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let _ = writeln!(
+                    s,
+                    "meshwire_gossip_hops_total{{topic=\"{}\",hops=\"{hops}\"}} {n}",
+                    escape(topic)
+                );
+            }
+        }
         let per_channel: [(&str, &str, CounterGetter); 4] = [
             ("channel_sent_bytes_total", "Payload bytes sent.", |c| {
                 c.sent_bytes
@@ -191,6 +290,15 @@ impl Metrics {
 
 /// Reads one counter of a channel.
 type CounterGetter = fn(&ChannelCounters) -> u64;
+/// Reads one figure of a gossip topic.
+type TopicGetter = fn(&crate::gossip::TopicMetrics) -> u64;
+
+/// A label value in the exposition format: backslash, quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
 
 fn labelled(s: &mut String, name: &str, help: &str, map: &BTreeMap<&'static str, u64>) {
     let _ = writeln!(s, "# HELP meshwire_{name} {help}");
@@ -219,13 +327,33 @@ mod tests {
                 ..Default::default()
             },
         );
+        let mut t = crate::gossip::TopicMetrics {
+            deliveries: 5,
+            mesh: 6,
+            ..Default::default()
+        };
+        t.hops[2] = 5;
+        m.topics.insert("blocks \"x\"".into(), t);
+        m.dht_table_peers = 42;
+        let peer = crate::identity::PeerId::from_bytes([0xab; 32]);
+        m.peer_rtt
+            .insert(peer, std::time::Duration::from_micros(1500));
         let text = m.to_prometheus();
+        assert!(text.contains("meshwire_gossip_deliveries_total{topic=\"blocks \\\"x\\\"\"} 5\n"));
+        assert!(text.contains("meshwire_gossip_mesh_peers{topic=\"blocks \\\"x\\\"\"} 6\n"));
+        assert!(
+            text.contains("meshwire_gossip_hops_total{topic=\"blocks \\\"x\\\"\",hops=\"2\"} 5\n")
+        );
+        assert!(text.contains("meshwire_dht_table_peers 42\n"));
+        assert!(text.contains(&format!(
+            "meshwire_peer_rtt_seconds{{peer=\"{peer}\"}} 0.001500\n"
+        )));
         assert!(text.contains("# TYPE meshwire_peers_inbound gauge\nmeshwire_peers_inbound 3\n"));
         assert!(text.contains("meshwire_refused_total{reason=\"per_ip\"} 2\n"));
         assert!(text.contains("meshwire_channel_sent_bytes_total{channel=\"7\"} 10\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
-            assert!(value.parse::<u64>().is_ok(), "bad sample line {line}");
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line}");
         }
     }
 }

@@ -48,6 +48,12 @@ fn reports_feed_the_score_peer_info_tells_it_and_malice_bans() {
     let traffic = d.traffic.iter().find(|(c, _)| *c == CH).unwrap().1;
     assert_eq!((traffic.recv_msgs, traffic.recv_bytes), (3, 300));
     assert_eq!(d.score.total, 0.0);
+    // The Prometheus text carries the same RTT.
+    let text = b.metrics().unwrap().to_prometheus();
+    assert!(
+        text.contains(&format!("meshwire_peer_rtt_seconds{{peer=\"{}\"}}", a.peer_id())),
+        "{text}"
+    );
     assert_eq!(
         b.peer_info(Keypair::generate().unwrap().peer_id()),
         Ok(None)

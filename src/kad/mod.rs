@@ -268,7 +268,12 @@ impl Kademlia {
         self.results.pop_front()
     }
 
-    /// Lookups running.
+    /// Provider records held for others now.
+    pub fn provider_records(&self) -> usize {
+        self.providers.len()
+    }
+
+    /// Lookups running now.
     pub fn running_lookups(&self) -> usize {
         self.lookups.len()
     }

@@ -328,6 +328,19 @@ impl NodeCore {
                 *m.drops.entry("expired").or_default() += c.expired;
             }
         }
+        if let Some(r) = &self.router {
+            m.topics = r.metrics().into_iter().collect();
+        }
+        if let Some(k) = &self.kad {
+            m.dht_table_peers = k.table().len() as u64;
+            m.dht_provider_records = k.provider_records() as u64;
+            m.dht_lookups_running = k.running_lookups() as u64;
+        }
+        for (peer, id) in &self.peers {
+            if let Some(rtt) = self.conns.get(id).and_then(|e| e.conn.rtt()) {
+                m.peer_rtt.insert(*peer, rtt);
+            }
+        }
         m
     }
 
