@@ -201,3 +201,48 @@ fn named_services_stop_being_found_once_their_provider_stops_and_records_carry_t
         n.shutdown();
     }
 }
+
+#[test]
+fn a_node_listening_on_the_unspecified_address_announces_one_peers_can_dial() {
+    let seed = NodeBuilder::new(NET)
+        .listen(addr(570))
+        .rng_seed(570)
+        .channel(ChannelConfig::new(1))
+        .start()
+        .expect("start");
+    let any = NodeBuilder::new(NET)
+        .listen("0.0.0.0:0".parse().unwrap())
+        .rng_seed(571)
+        .channel(ChannelConfig::new(1))
+        .bootstrap(seed.listen_addrs()[0])
+        .start()
+        .expect("start");
+    let port = any.listen_addrs()[0].port();
+    assert!(eventually(Duration::from_secs(10), || seed
+        .routing_table()
+        .is_ok_and(|t| t.iter().any(|r| r.id == any.peer_id()))));
+    let rec = seed
+        .routing_table()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == any.peer_id())
+        .unwrap();
+    assert!(!rec.addrs.is_empty());
+    for a in &rec.addrs {
+        assert!(!a.ip().is_unspecified(), "announced {a}");
+        assert_eq!(a.port(), port);
+    }
+    // And it is dialable there.
+    let probe = NodeBuilder::new(NET)
+        .listen(addr(572))
+        .kad(None)
+        .channel(ChannelConfig::new(1))
+        .start()
+        .expect("start");
+    let events = probe.events();
+    probe.dial(rec.addrs[0], Some(any.peer_id())).unwrap();
+    connected(&events, any.peer_id());
+    for n in [seed, any, probe] {
+        n.shutdown();
+    }
+}

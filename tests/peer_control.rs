@@ -51,7 +51,10 @@ fn reports_feed_the_score_peer_info_tells_it_and_malice_bans() {
     // The Prometheus text carries the same RTT.
     let text = b.metrics().unwrap().to_prometheus();
     assert!(
-        text.contains(&format!("meshwire_peer_rtt_seconds{{peer=\"{}\"}}", a.peer_id())),
+        text.contains(&format!(
+            "meshwire_peer_rtt_seconds{{peer=\"{}\"}}",
+            a.peer_id()
+        )),
         "{text}"
     );
     assert_eq!(

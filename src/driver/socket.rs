@@ -86,3 +86,32 @@ fn libc_einprogress() -> i32 {
         36
     }
 }
+
+/// `addr` as peers can dial it: an unspecified IP (`0.0.0.0`, `::`) becomes the
+/// address of the interface the default route leaves by (found by connecting a UDP
+/// socket, which sends nothing), or loopback when there is no route. The port stays.
+pub(crate) fn dialable(addr: SocketAddr) -> SocketAddr {
+    if !addr.ip().is_unspecified() {
+        return addr;
+    }
+    let (any, probe, loopback): (SocketAddr, SocketAddr, std::net::IpAddr) = if addr.is_ipv4() {
+        (
+            "0.0.0.0:0".parse().expect("literal"),
+            "192.0.2.1:9".parse().expect("literal"),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        )
+    } else {
+        (
+            "[::]:0".parse().expect("literal"),
+            "[2001:db8::1]:9".parse().expect("literal"),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        )
+    };
+    let ip = std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(probe).and_then(|_| s.local_addr()))
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(loopback);
+    SocketAddr::new(ip, addr.port())
+}

@@ -272,7 +272,9 @@ impl NodeBuilder {
             listeners.push(l);
         }
         config.listen.clone_from(&bound);
-        let handshake = handshake_config(&config, &bound)?;
+        // Peers cannot dial 0.0.0.0: announce an interface address instead.
+        let dialable: Vec<SocketAddr> = bound.iter().map(|a| socket::dialable(*a)).collect();
+        let handshake = handshake_config(&config, &dialable)?;
         let config = Arc::new(config);
         let shared = Arc::new(NodeShared::new(config.clone()));
         let (events_tx, events) = crossbeam_channel::bounded(config.event_queue.max(1));
