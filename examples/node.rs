@@ -23,6 +23,8 @@ USAGE:
 
 OPTIONS:
     --listen ADDR          Address to listen on, ip:port (port 0 picks one). Required.
+    --announce ADDR        Address to announce instead of the listen address (the
+                           public one behind NAT); repeat for more.
     --seed ADDR[@PEERID]   A bootstrap peer; repeat for more. With @PEERID, anyone else
                            at ADDR is refused.
     --key-file F           The node's Ed25519 key (PKCS#8), created on first use
@@ -39,6 +41,7 @@ the log level; logs go to stderr.";
 
 struct Options {
     listen: SocketAddr,
+    announce: Vec<SocketAddr>,
     seeds: Vec<(SocketAddr, Option<PeerId>)>,
     key_file: Option<PathBuf>,
     network: String,
@@ -50,6 +53,7 @@ fn parse() -> Result<Options, String> {
     let mut listen = None;
     let mut opts = Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        announce: Vec::new(),
         seeds: Vec::new(),
         key_file: None,
         network: "meshwire-demo".into(),
@@ -69,6 +73,7 @@ fn parse() -> Result<Options, String> {
         };
         match flag.as_str() {
             "--listen" => listen = Some(addr(&value)?),
+            "--announce" => opts.announce.push(addr(&value)?),
             "--seed" => {
                 let (a, id) = match value.split_once('@') {
                     Some((a, id)) => (
@@ -105,6 +110,9 @@ fn main() {
     let mut builder = NodeBuilder::new(opts.network.clone())
         .listen(opts.listen)
         .channel(ChannelConfig::new(1));
+    for a in &opts.announce {
+        builder = builder.announce(*a);
+    }
     if let Some(path) = &opts.key_file {
         builder = match builder.key_file(path) {
             Ok(b) => b,
