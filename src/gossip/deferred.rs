@@ -10,21 +10,27 @@
 use super::*;
 use crate::gossip::assembly::Assembly;
 
+/// A whole message that passed its checks, as received (hops not yet counted).
+pub(super) struct Whole {
+    pub(super) from: PeerId,
+    pub(super) origin: Option<PeerId>,
+    pub(super) msg: wire::GossipMessage,
+    /// A first fragment had announced it (its IDONTWANTs went out then).
+    pub(super) announced: bool,
+    /// It answered our IWANT.
+    pub(super) via_iwant: bool,
+}
+
 /// A message waiting for its verdict.
 pub(super) enum Held {
-    /// A whole message, as received (hops not yet counted).
-    Whole {
-        from: PeerId,
-        origin: Option<PeerId>,
-        msg: wire::GossipMessage,
-        /// A first fragment had announced it (its IDONTWANTs went out then).
-        announced: bool,
-    },
-    /// A completed stream: its chunks, already cut through to some peers.
+    Whole(Whole),
+    /// A completed stream: its chunks, already cut through to some peers; `from` is
+    /// the peer credited with it.
     Stream {
         assembly: Box<Assembly>,
         chunks: Vec<Arc<Vec<u8>>>,
-        last_from: PeerId,
+        from: PeerId,
+        via_iwant: bool,
     },
 }
 
@@ -80,32 +86,25 @@ impl Router {
         };
         self.deferred.bytes -= d.bytes;
         match (verdict, d.held) {
-            (
-                Validation::Accept,
-                Held::Whole {
-                    from,
-                    origin,
-                    msg,
-                    announced,
-                },
-            ) => {
-                self.forward_whole(from, id, &d.topic, origin, &msg, announced, now);
+            (Validation::Accept, Held::Whole(arrival)) => {
+                self.forward_whole(id, &d.topic, &arrival, now);
             }
             (
                 Validation::Accept,
                 Held::Stream {
                     assembly,
                     chunks,
-                    last_from,
+                    from,
+                    via_iwant,
                 },
             ) => {
-                self.forward_stream(id, *assembly, chunks, last_from, now);
+                self.forward_stream(id, *assembly, chunks, from, via_iwant, now);
             }
-            (Validation::Reject, Held::Whole { from, .. }) => {
+            (Validation::Reject, Held::Whole(arrival)) => {
                 if let Some(t) = self.topics.get_mut(&d.topic) {
                     t.metrics.rejected += 1;
                 }
-                self.penalize_in(from, Penalty::InvalidMessage, &d.topic);
+                self.penalize_in(arrival.from, Penalty::InvalidMessage, &d.topic);
             }
             (Validation::Reject, Held::Stream { assembly, .. }) => {
                 self.reject_stream(&assembly);
@@ -138,5 +137,60 @@ impl Router {
     /// Messages waiting for a verdict now.
     pub fn awaiting_verdict(&self) -> usize {
         self.deferred.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::hostile_tests::{key, Harness, T};
+    use super::*;
+
+    #[test]
+    fn a_copy_that_answered_our_iwant_keeps_the_promise_however_long_the_verdict_takes() {
+        let config = GossipConfig {
+            deferred_validation: true,
+            deferred_timeout: Duration::from_secs(60),
+            ..GossipConfig::default()
+        };
+        let mut h = Harness::with(config.clone(), None);
+        let b = h.peer(2, &[T]);
+        let mut m = message::build(Some(&key(50)), T, 1, b"tx".to_vec());
+        m.hops = 1;
+        let id = message::message_id(&m);
+        let ihave = wire::GossipRpc {
+            ihave: vec![wire::IHave {
+                topic: T.into(),
+                ids: vec![id.to_vec()],
+            }],
+            ..Default::default()
+        };
+        h.rpc(b, &ihave);
+        // The IWANT goes out (after its delay) and b answers with the message.
+        h.now += config.iwant_delay + config.heartbeat;
+        h.r.heartbeat(h.now);
+        h.drain();
+        let asked = Harness::sent_to(&h.take(), b)
+            .iter()
+            .any(|r| r.iwant.iter().any(|w| w.ids.contains(&id.to_vec())));
+        assert!(asked, "we asked b for it");
+        h.rpc(
+            b,
+            &wire::GossipRpc {
+                publish: vec![m],
+                ..Default::default()
+            },
+        );
+        let delivered = h
+            .take()
+            .into_iter()
+            .any(|o| matches!(o, GossipOutput::Deliver(ev) if ev.id == id && ev.needs_verdict));
+        assert!(delivered);
+        // The verdict takes a long while: b kept its promise all the same.
+        for _ in 0..20 {
+            h.now += config.heartbeat;
+            h.r.heartbeat(h.now);
+        }
+        assert_eq!(h.r.peers[&b].score.broken_promises, 0.0);
+        assert!(h.r.report_validation(id, Validation::Accept, h.now));
     }
 }

@@ -2,6 +2,7 @@
 //! messages (cheap checks before signatures), GRAFT, PRUNE and IDONTWANT.
 
 use super::*;
+use crate::gossip::deferred::Whole;
 
 impl Router {
     /// An RPC from `from`. Its shape is checked on the raw bytes before decoding;
@@ -173,6 +174,9 @@ impl Router {
                 return false;
             }
         };
+        // A genuine copy keeps an IWANT promise for it, whatever the verdict and
+        // however long a deferred one takes.
+        let via_iwant = self.promises.remove(&id).is_some();
         let verdict = match &self.validator {
             Some(v) => v(&topic_name, &msg.data),
             None => Validation::Accept,
@@ -193,54 +197,56 @@ impl Router {
             }
             Validation::Accept => {}
         }
-        let announced = self.incoming.complete(&id);
-        if self.config.deferred_validation {
-            let event = GossipEvent {
-                topic: topic_name,
-                id,
-                origin,
-                from,
-                hops: msg.hops,
-                data: msg.data.clone(),
-                needs_verdict: true,
-            };
-            let held = deferred::Held::Whole {
-                from,
-                origin,
-                msg,
-                announced,
-            };
-            self.defer(id, held, event, now);
-            return true;
-        }
-        self.forward_whole(from, id, &topic_name, origin, &msg, announced, now);
-        self.outputs.push_back(GossipOutput::Deliver(GossipEvent {
+        let arrival = Whole {
+            from,
+            origin,
+            announced: self.incoming.complete(&id),
+            via_iwant,
+            msg,
+        };
+        let event = GossipEvent {
             topic: topic_name,
             id,
             origin,
             from,
-            hops: msg.hops,
-            data: msg.data,
+            hops: arrival.msg.hops,
+            data: Vec::new(),
             needs_verdict: false,
+        };
+        if self.config.deferred_validation {
+            let event = GossipEvent {
+                data: arrival.msg.data.clone(),
+                ..event
+            };
+            self.defer(id, deferred::Held::Whole(arrival), event, now);
+            return true;
+        }
+        self.forward_whole(id, &event.topic, &arrival, now);
+        self.outputs.push_back(GossipOutput::Deliver(GossipEvent {
+            data: arrival.msg.data,
+            ..event
         }));
         true
     }
 
-    /// An accepted message `id` that came first from `from`: credited, cached, and
-    /// sent on to the mesh (an IHAVE on choked links).
-    #[allow(clippy::too_many_arguments)]
+    /// An accepted message `id` of `topic_name`: its first sender credited, the
+    /// message cached and sent on to the mesh (an IHAVE on choked links).
     pub(super) fn forward_whole(
         &mut self,
-        from: PeerId,
         id: MessageId,
         topic_name: &str,
-        origin: Option<PeerId>,
-        msg: &wire::GossipMessage,
-        already_announced: bool,
+        arrival: &Whole,
         now: Instant,
     ) {
+        let Whole {
+            from,
+            origin,
+            ref msg,
+            announced: already_announced,
+            via_iwant,
+        } = *arrival;
         let large = self.config.idontwant && msg.data.len() >= self.config.idontwant_min_size;
-        let mesh = self.record_first_delivery(from, &id, topic_name, msg.hops);
+        let mesh = self.record_first_delivery(from, topic_name, msg.hops, via_iwant);
         let mut forward = msg.clone();
         forward.hops = msg.hops.saturating_add(1);
         self.mcache.put(id, Cached::Whole(forward.clone()));
@@ -275,18 +281,18 @@ impl Router {
         }
     }
 
-    /// The first copy of message `id` came from `from`, `hops` from its origin: the
-    /// scores, the link's first deliveries (a choked link that was first through
-    /// IWANT is unchoked), the topic's counters. Returns the mesh, each peer with
+    /// The first copy of a message came from `from`, `hops` from its origin (in
+    /// answer to our IWANT when `via_iwant`): the scores, the link's first
+    /// deliveries (a choked link that was first through IWANT is unchoked), the
+    /// topic's counters. Returns the mesh, each peer with
     /// whether it choked us and whether we choked it.
     pub(super) fn record_first_delivery(
         &mut self,
         from: PeerId,
-        id: &MessageId,
         topic_name: &str,
         hops: u32,
+        via_iwant: bool,
     ) -> Vec<(PeerId, bool, bool)> {
-        let via_iwant = self.promises.remove(id).is_some();
         if let Some(p) = self.peers.get_mut(&from) {
             p.score
                 .count(&self.weights, Some(topic_name), Counter::FirstDelivery, 1.0);

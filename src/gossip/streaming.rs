@@ -228,6 +228,7 @@ impl Router {
         }
         let topic_name = a.head.topic.clone();
         self.seen.insert(id, now);
+        let via_iwant = self.promises.remove(&id).is_some();
         let verdict = match &self.validator {
             Some(v) => v(&topic_name, &data),
             None => Validation::Accept,
@@ -237,6 +238,8 @@ impl Router {
             Validation::Ignore => return,
             Validation::Accept => {}
         }
+        // Credited to the peer whose head started it (it carried most of the chunks,
+        // or the chunks came from copies it made us ask for).
         let from = if a.from_delivered > 0 {
             a.from
         } else {
@@ -255,11 +258,12 @@ impl Router {
             let held = deferred::Held::Stream {
                 assembly: Box::new(a),
                 chunks,
-                last_from,
+                from,
+                via_iwant,
             };
             return self.defer(id, held, event, now);
         }
-        self.forward_stream(id, a, chunks, last_from, now);
+        self.forward_stream(id, a, chunks, from, via_iwant, now);
         self.outputs.push_back(GossipOutput::Deliver(event));
     }
 
@@ -282,25 +286,19 @@ impl Router {
         }
     }
 
-    /// An accepted stream: credited, cached, and sent whole to the mesh peers that
-    /// cut-through did not reach.
+    /// An accepted stream: `from` credited, the stream cached and sent whole to the
+    /// mesh peers that cut-through did not reach.
     pub(super) fn forward_stream(
         &mut self,
         id: MessageId,
         a: Assembly,
         chunks: Vec<Arc<Vec<u8>>>,
-        last_from: PeerId,
+        from: PeerId,
+        via_iwant: bool,
         now: Instant,
     ) {
         let topic_name = a.head.topic.clone();
-        // Credited to the peer whose head started it (it carried most of the chunks,
-        // or the chunks came from copies it made us ask for).
-        let from = if a.from_delivered > 0 {
-            a.from
-        } else {
-            last_from
-        };
-        let mesh = self.record_first_delivery(from, &id, &topic_name, a.hops);
+        let mesh = self.record_first_delivery(from, &topic_name, a.hops, via_iwant);
         for (p, choked, we_choked) in mesh {
             if p == a.from || p == a.origin || a.forward_to.contains(&p) {
                 continue;
