@@ -35,19 +35,10 @@ pub(crate) enum LoopCommand {
         cmd: Command,
         reply: Replier,
     },
-    /// A new reactor of node `index`; the outcome goes to `ready`.
-    AddReactor {
+    /// A reactor or topic queue of node `index`; the outcome goes to `ready`.
+    AddQueue {
         index: usize,
-        channels: Vec<crate::mux::ChannelId>,
-        tx: Sender<crate::node::reactor::ReactorEvent>,
-        alive: Arc<AtomicBool>,
-        ready: Sender<Result<(), crate::node::reactor::ReactorError>>,
-    },
-    /// A queue of its own for a gossip topic of node `index`.
-    AddTopicQueue {
-        index: usize,
-        topic: String,
-        tx: Sender<crate::node::Event>,
+        queue: crate::node::delivery::NewQueue,
         ready: Sender<Result<(), crate::node::reactor::ReactorError>>,
     },
     Stop,

@@ -9,14 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::SocketOptions;
-use crate::mux::ChannelId;
 use crate::node::command::{Reply, RequestId};
 use crate::node::core::{ConnId, NodeCore, Output};
-use crate::node::delivery::{Delivery, Release};
-use crate::node::reactor::{ReactorError, ReactorEvent};
+use crate::node::delivery::{Delivery, NewQueue, Release};
+use crate::node::reactor::ReactorError;
 use crate::node::shared::{NodeShared, SharedPeer};
 use crate::node::{Event, PeerInfo};
-use crossbeam_channel::Sender;
 
 /// Hands a reply to the thread that waits for it.
 pub(crate) type Replier = Box<dyn FnOnce(Reply) + Send>;
@@ -74,36 +72,17 @@ impl NodeSlot {
         self.replies.insert(request, reply);
     }
 
-    /// A new reactor for `channels`; its events go to `tx`.
-    pub(crate) fn add_reactor(
-        &mut self,
-        channels: Vec<ChannelId>,
-        tx: Sender<ReactorEvent>,
-        alive: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Result<(), ReactorError> {
+    /// A new reactor or topic queue.
+    pub(crate) fn add_queue(&mut self, queue: NewQueue) -> Result<(), ReactorError> {
         if self.core.is_shutting_down() {
             return Err(ReactorError::Closed);
         }
         let mut released = Vec::new();
-        let result = self
-            .delivery
-            .add_reactor(channels, tx, alive, &mut released);
+        let result = self.delivery.add_queue(queue, &mut released);
         for r in released {
             self.core.handle_released(r);
         }
         result
-    }
-
-    /// A queue of its own for gossip `topic`; its events go to `tx`.
-    pub(crate) fn add_topic_queue(
-        &mut self,
-        topic: String,
-        tx: Sender<Event>,
-    ) -> Result<(), ReactorError> {
-        if self.core.is_shutting_down() {
-            return Err(ReactorError::Closed);
-        }
-        self.delivery.add_topic_queue(topic, tx)
     }
 
     /// Takes every output the core has; returns what the loop must do.

@@ -250,31 +250,17 @@ impl Reactor {
                     self.after_node(index, now);
                 }
             }
-            LoopCommand::AddReactor {
+            LoopCommand::AddQueue {
                 index,
-                channels,
-                tx,
-                alive,
+                queue,
                 ready,
             } => {
                 let result = match self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
-                    Some(slot) => slot.add_reactor(channels, tx, alive),
+                    Some(slot) => slot.add_queue(queue),
                     None => Err(crate::node::reactor::ReactorError::Closed),
                 };
                 let _ = ready.send(result);
                 self.after_node(index, now);
-            }
-            LoopCommand::AddTopicQueue {
-                index,
-                topic,
-                tx,
-                ready,
-            } => {
-                let result = match self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
-                    Some(slot) => slot.add_topic_queue(topic, tx),
-                    None => Err(crate::node::reactor::ReactorError::Closed),
-                };
-                let _ = ready.send(result);
             }
             LoopCommand::Stop => self.stop = true,
         }

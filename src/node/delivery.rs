@@ -72,6 +72,18 @@ impl<E> Queue<E> {
     }
 }
 
+/// A queue the application asks for while the node runs.
+pub(crate) enum NewQueue {
+    /// A reactor taking `channels`; `alive` is cleared when it is dropped.
+    Reactor {
+        channels: Vec<ChannelId>,
+        tx: Sender<ReactorEvent>,
+        alive: Arc<AtomicBool>,
+    },
+    /// The gossip messages of `topic`.
+    Topic { topic: String, tx: Sender<Event> },
+}
+
 /// A reactor's queue and the channels it takes.
 struct ReactorQueue {
     channels: Vec<ChannelId>,
@@ -145,9 +157,25 @@ impl Delivery {
         }
     }
 
+    /// Registers a reactor or a topic queue.
+    pub(crate) fn add_queue(
+        &mut self,
+        queue: NewQueue,
+        released: &mut Vec<Release>,
+    ) -> Result<(), ReactorError> {
+        match queue {
+            NewQueue::Reactor {
+                channels,
+                tx,
+                alive,
+            } => self.add_reactor(channels, tx, alive, released),
+            NewQueue::Topic { topic, tx } => self.add_topic_queue(topic, tx),
+        }
+    }
+
     /// A reactor for `channels`, whose events go to `tx`: it hears of every peer
     /// announced now, then of everything as it happens.
-    pub(crate) fn add_reactor(
+    fn add_reactor(
         &mut self,
         channels: Vec<ChannelId>,
         tx: Sender<ReactorEvent>,
@@ -179,11 +207,7 @@ impl Delivery {
 
     /// A queue of its own for the gossip messages of `topic`: a slow consumer of one
     /// topic (a mempool) throttles that topic's senders, not the others'.
-    pub(crate) fn add_topic_queue(
-        &mut self,
-        topic: String,
-        tx: Sender<Event>,
-    ) -> Result<(), ReactorError> {
+    fn add_topic_queue(&mut self, topic: String, tx: Sender<Event>) -> Result<(), ReactorError> {
         self.topics.retain(|_, q| !q.gone);
         if self.topics.contains_key(&topic) {
             return Err(ReactorError::TopicTaken(topic));
@@ -223,33 +247,29 @@ impl Delivery {
         release: Option<Release>,
         released: &mut Vec<Release>,
     ) {
-        let event = match event {
-            Event::Message {
+        let reactor = match &event {
+            Event::Message { channel, .. } => self
+                .reactors
+                .iter()
+                .position(|r| !r.is_gone() && r.channels.contains(channel)),
+            _ => None,
+        };
+        if let Some(i) = reactor {
+            if let Event::Message {
                 peer,
                 channel,
                 data,
-            } => {
-                let reactor = self
-                    .reactors
-                    .iter_mut()
-                    .find(|r| !r.is_gone() && r.channels.contains(&channel));
-                if let Some(r) = reactor {
-                    let ev = ReactorEvent::Message {
-                        peer,
-                        channel,
-                        data,
-                    };
-                    r.queue.push(ev, release, released);
-                    return;
-                }
-                Event::Message {
+            } = event
+            {
+                let ev = ReactorEvent::Message {
                     peer,
                     channel,
                     data,
-                }
+                };
+                self.reactors[i].queue.push(ev, release, released);
             }
-            other => other,
-        };
+            return;
+        }
         let queue = match &event {
             Event::Message { channel, .. } => {
                 self.channels.get_mut(channel).unwrap_or(&mut self.events)
@@ -353,8 +373,12 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let alive = Arc::new(AtomicBool::new(true));
         let mut released = Vec::new();
-        d.add_reactor(vec![1], tx, alive.clone(), &mut released)
-            .unwrap();
+        let reactor = NewQueue::Reactor {
+            channels: vec![1],
+            tx,
+            alive: alive.clone(),
+        };
+        d.add_queue(reactor, &mut released).unwrap();
         let eof = DisconnectReason::Eof;
         // The first peer fills the reactor's queue; a message from it waits.
         let first = info(0);

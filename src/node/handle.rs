@@ -2,6 +2,7 @@
 //! node's loop, from any thread.
 
 use super::*;
+use crate::node::delivery::NewQueue;
 use crate::peer_score::Misbehavior;
 
 /// A connected peer, as [`NodeHandle::peers`] lists it.
@@ -98,26 +99,16 @@ impl NodeHandle {
                 return Err(ReactorError::UnknownChannel(*c));
             }
         }
-        if self.inner.shared.closed.load(Ordering::Acquire) {
-            return Err(ReactorError::Closed);
-        }
         let (tx, events) = crossbeam_channel::bounded(capacity.max(1));
-        let (ready, outcome) = crossbeam_channel::bounded(1);
         let mut channels = channels.to_vec();
         channels.sort_unstable();
         channels.dedup();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let cmd = LoopCommand::AddReactor {
-            index: self.inner.index,
+        self.add_queue(NewQueue::Reactor {
             channels: channels.clone(),
             tx,
             alive: alive.clone(),
-            ready,
-        };
-        if !self.inner.runtime.submit_blocking(cmd) {
-            return Err(ReactorError::Closed);
-        }
-        outcome.recv().map_err(|_| ReactorError::Closed)??;
+        })?;
         Ok(Reactor {
             node: self.clone(),
             channels,
@@ -130,28 +121,34 @@ impl NodeHandle {
     /// messages of `topic` (which then no longer reach [`NodeHandle::events`]). As
     /// with channels, a message's credit goes back to its sender only when it enters
     /// the queue: a mempool that falls behind slows its transaction senders, and the
-    /// other topics flow on.
+    /// other topics flow on. Once the receiver is dropped, the topic's messages go
+    /// to [`NodeHandle::events`] again (the one that found it dropped is lost with it).
     pub fn gossip_queue(
         &self,
         topic: &str,
         capacity: usize,
     ) -> Result<Receiver<Event>, ReactorError> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let topic = topic.to_string();
+        self.add_queue(NewQueue::Topic { topic, tx })?;
+        Ok(rx)
+    }
+
+    /// Registers `queue` with the node's loop and waits for the outcome.
+    fn add_queue(&self, queue: NewQueue) -> Result<(), ReactorError> {
         if self.inner.shared.closed.load(Ordering::Acquire) {
             return Err(ReactorError::Closed);
         }
-        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         let (ready, outcome) = crossbeam_channel::bounded(1);
-        let cmd = LoopCommand::AddTopicQueue {
+        let cmd = LoopCommand::AddQueue {
             index: self.inner.index,
-            topic: topic.to_string(),
-            tx,
+            queue,
             ready,
         };
         if !self.inner.runtime.submit_blocking(cmd) {
             return Err(ReactorError::Closed);
         }
-        outcome.recv().map_err(|_| ReactorError::Closed)??;
-        Ok(rx)
+        outcome.recv().map_err(|_| ReactorError::Closed)?
     }
 
     /// The messages of a channel that has a dedicated queue.
