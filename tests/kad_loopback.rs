@@ -166,16 +166,8 @@ fn named_services_stop_being_found_once_their_provider_stops_and_records_carry_t
         meshwire::kad::key::key_from_name("acc/partition/Y"),
     );
     assert_ne!(partition, other);
-    assert!(eventually(Duration::from_secs(10), || seed
-        .routing_table()
-        .is_ok_and(|t| t.iter().any(|r| r.id == provider.peer_id()))));
     // The record carries the announced address, not the bound one.
-    let rec = seed
-        .routing_table()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.id == provider.peer_id())
-        .unwrap();
+    let rec = record_in_table(&seed, provider.peer_id());
     assert_eq!(rec.addrs, vec![public]);
     provider.provide(partition).unwrap();
     provider.provide(other).unwrap();
@@ -211,15 +203,7 @@ fn a_node_listening_on_the_unspecified_address_announces_one_peers_can_dial() {
         .start()
         .expect("start");
     let port = any.listen_addrs()[0].port();
-    assert!(eventually(Duration::from_secs(10), || seed
-        .routing_table()
-        .is_ok_and(|t| t.iter().any(|r| r.id == any.peer_id()))));
-    let rec = seed
-        .routing_table()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.id == any.peer_id())
-        .unwrap();
+    let rec = record_in_table(&seed, any.peer_id());
     assert!(!rec.addrs.is_empty());
     for a in &rec.addrs {
         assert!(!a.ip().is_unspecified(), "announced {a}");
@@ -277,4 +261,18 @@ fn a_lookup_that_outlasts_its_timeout_says_timed_out_not_closed() {
     );
     other.shutdown();
     busy.shutdown();
+}
+
+/// `peer`'s record once it is in `node`'s DHT table (within 10 s).
+fn record_in_table(node: &NodeHandle, peer: meshwire::PeerId) -> meshwire::record::PeerRecord {
+    let find = || {
+        node.routing_table()
+            .ok()
+            .and_then(|t| t.into_iter().find(|r| r.id == peer))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || find().is_some()),
+        "{peer} never entered the table"
+    );
+    find().expect("it is there")
 }

@@ -102,7 +102,7 @@ fn sentry_of(
 }
 
 /// Every node but the validator has every one of `ids` within the timeout.
-fn all_got(nodes: &[&NodeHandle], ids: &[meshwire::gossip::MessageId], timeout: Duration) -> bool {
+fn all_got(nodes: &[NodeHandle], ids: &[meshwire::gossip::MessageId], timeout: Duration) -> bool {
     let rxs: Vec<_> = nodes.iter().map(|n| n.events()).collect();
     let mut got: Vec<std::collections::HashSet<_>> = vec![Default::default(); nodes.len()];
     let deadline = std::time::Instant::now() + timeout;
@@ -178,16 +178,14 @@ fn a_validator_behind_two_sentries_stays_hidden_connected_and_heard_through_rest
             .collect();
         ids
     };
-    let listeners =
-        |s: &[NodeHandle]| -> Vec<NodeHandle> { public.iter().chain(s.iter()).cloned().collect() };
-    let heard = vote(&validator);
-    let ls = listeners(&sentries);
+    // The validator votes; every other node (the public ones and `sentries`) hears.
+    let mut heard_everywhere = |sentries: &[NodeHandle]| {
+        let heard = vote(&validator);
+        let listeners: Vec<NodeHandle> = public.iter().chain(sentries).cloned().collect();
+        all_got(&listeners, &heard, Duration::from_secs(20))
+    };
     assert!(
-        all_got(
-            &ls.iter().collect::<Vec<_>>(),
-            &heard,
-            Duration::from_secs(20)
-        ),
+        heard_everywhere(&sentries),
         "a vote did not reach every node"
     );
     // Each sentry restarts in turn (same key, same address); the validator redials.
@@ -206,14 +204,8 @@ fn a_validator_behind_two_sentries_stays_hidden_connected_and_heard_through_rest
         assert!(eventually(Duration::from_secs(30), || sentries[i]
             .mesh_peers(VOTES_TOPIC)
             .is_ok_and(|m| m.len() >= 2)));
-        let heard = vote(&validator);
-        let ls = listeners(&sentries);
         assert!(
-            all_got(
-                &ls.iter().collect::<Vec<_>>(),
-                &heard,
-                Duration::from_secs(20)
-            ),
+            heard_everywhere(&sentries),
             "after sentry {i} restarted, a vote did not reach every node"
         );
     }
