@@ -404,3 +404,35 @@ fn chunks_of_another_version_of_a_message_cost_no_one_and_go_nowhere() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].data, a.data);
 }
+
+#[test]
+fn a_deferred_stream_waits_for_its_verdict_within_the_deferred_bound() {
+    let config = GossipConfig {
+        deferred_validation: true,
+        max_deferred_bytes: 150_000,
+        ..GossipConfig::default()
+    };
+    let mut h = Harness::with(config, None);
+    let up = h.peer(1, &[T]);
+    let other = h.peer(2, &[T]);
+    h.take();
+    let (first, second) = (stream_of(11, 1, 100_000, 0), stream_of(12, 1, 100_000, 0));
+    for s in [&first, &second] {
+        h.rpc(up, &head_rpc(&s.head));
+        for c in &s.chunks {
+            h.raw(up, c);
+        }
+    }
+    // The first waits for its verdict, delivered; the second finds no room.
+    let got = delivered(&h.take());
+    assert_eq!(got.len(), 1);
+    assert!(got[0].needs_verdict && got[0].data == first.data);
+    assert_eq!(h.r.awaiting_verdict(), 1);
+    assert_eq!(h.r.metrics()[T].verdicts_no_room, 1);
+    // Accepted: cached, so it can be served.
+    assert!(h.r.report_validation(first.id, Validation::Accept, h.now));
+    h.drain();
+    h.take();
+    h.iwant(other, &first.id);
+    assert_eq!(heads_to(&h.take(), other).len(), 1, "served from the cache");
+}

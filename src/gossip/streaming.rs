@@ -227,6 +227,14 @@ impl Router {
             data.extend_from_slice(&c[c.len() - len..]);
         }
         let topic_name = a.head.topic.clone();
+        // As for whole messages: no room to wait for a verdict, dropped unseen (the
+        // assembly budget bounded it until now; the deferred bound takes over).
+        if self.config.deferred_validation && !self.deferral_room(data.len()) {
+            if let Some(t) = self.topics.get_mut(&topic_name) {
+                t.metrics.verdicts_no_room += 1;
+            }
+            return;
+        }
         self.seen.insert(id, now);
         let via_iwant = self.promises.remove(&id).is_some();
         let verdict = match &self.validator {

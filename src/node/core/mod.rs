@@ -164,13 +164,12 @@ impl NodeCore {
         unix_secs: u64,
     ) -> Self {
         let mut rng = Rng::new(config.seed ^ u64::from_le_bytes(first8(key.peer_id())));
-        let manager = PeerManager::new(
+        let mut manager = PeerManager::new(
             config.limits.clone(),
             config.persistent_peers.clone(),
             now,
             rng.fork(),
         );
-        let mut manager = manager;
         for peer in &config.unconditional_peers {
             manager.set_unconditional(*peer, true);
         }
