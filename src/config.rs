@@ -175,10 +175,13 @@ pub struct NodeConfig {
     pub gossip: Option<GossipConfig>,
     /// Keep the outbound slots filled with peers from the DHT's table.
     pub fill_outbound: bool,
-    /// A lookup-only connection closes after this long without DHT traffic.
+    /// A lookup-only connection (one that takes no slot: DHT lookups, requests to
+    /// peers we are not connected to) closes after this long without traffic.
     pub lookup_idle: Duration,
     /// Lookup-only connections open at once, at most.
     pub max_lookup_conns: usize,
+    /// Request/response limits.
+    pub requests: crate::node::RequestConfig,
     /// Capacity of the application's event queue.
     pub event_queue: usize,
     /// Bytes all connections together may hold for messages still arriving; a
@@ -211,6 +214,7 @@ impl NodeConfig {
             fill_outbound: true,
             lookup_idle: Duration::from_secs(5),
             max_lookup_conns: 64,
+            requests: crate::node::RequestConfig::default(),
             event_queue: DEFAULT_EVENT_QUEUE,
             reassembly_budget: DEFAULT_REASSEMBLY_BUDGET,
             seed: 42,

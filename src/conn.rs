@@ -13,7 +13,7 @@ use ring::rand::SecureRandom;
 
 use crate::error::{DisconnectReason, FrameError, LocalClose, SendError};
 use crate::identity::{Keypair, PeerId};
-use crate::mux::{ChannelId, Mux, MuxConfig, MuxEvent, SendOptions};
+use crate::mux::{ChannelId, Mux, MuxConfig, MuxEvent, SendOptions, Tag};
 use crate::secure::frame::{DEFAULT_MAX_PLAINTEXT, HEADER_LEN};
 use crate::secure::handshake::MAX_HANDSHAKE_MSG;
 use crate::secure::{CipherSuite, FrameOpener, FrameSealer, Handshake, HandshakeConfig, NodeInfo};
@@ -39,6 +39,15 @@ pub enum ConnEvent {
         remote: PeerId,
         /// What it said about itself.
         info: NodeInfo,
+    },
+    /// A whole request, response or refusal; release it as a message.
+    Tagged {
+        /// Its channel.
+        channel: ChannelId,
+        /// What it is, with its correlation id.
+        tag: Tag,
+        /// Its bytes.
+        data: Vec<u8>,
     },
     /// The first fragment of a large message (channels that announce them).
     FirstFragment {
@@ -304,6 +313,9 @@ impl Connection {
                 MuxEvent::Message { channel, data } => {
                     self.events.push_back(ConnEvent::Message { channel, data })
                 }
+                MuxEvent::Tagged { channel, tag, data } => self
+                    .events
+                    .push_back(ConnEvent::Tagged { channel, tag, data }),
                 MuxEvent::FirstFragment { channel, data } => self
                     .events
                     .push_back(ConnEvent::FirstFragment { channel, data }),
@@ -388,11 +400,22 @@ impl Connection {
         data: Arc<Vec<u8>>,
         opts: SendOptions,
     ) -> Result<(), SendError> {
+        self.send_tagged(channel, data, opts, Tag::Plain)
+    }
+
+    /// Queues a request, a response or a refusal (see [`Tag`]).
+    pub fn send_tagged(
+        &mut self,
+        channel: ChannelId,
+        data: Arc<Vec<u8>>,
+        opts: SendOptions,
+        tag: Tag,
+    ) -> Result<(), SendError> {
         if self.done.is_some() {
             return Err(SendError::Closed);
         }
         match &mut self.state {
-            State::Open(open) => open.mux.send(channel, data, opts),
+            State::Open(open) => open.mux.send_tagged(channel, data, opts, tag),
             State::Handshaking(_) => Err(SendError::UnknownPeer),
         }
     }
@@ -615,7 +638,7 @@ impl Connection {
     }
 
     /// Messages queued but not started, for moving them to another connection.
-    pub fn take_unsent(&mut self) -> Vec<(ChannelId, Arc<Vec<u8>>, SendOptions)> {
+    pub fn take_unsent(&mut self) -> Vec<crate::mux::Unsent> {
         self.mux().map(|m| m.take_unsent()).unwrap_or_default()
     }
 }

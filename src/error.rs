@@ -268,6 +268,8 @@ pub enum MuxError {
     /// A packet on a channel this connection may not use (e.g. an application
     /// channel on a lookup-only connection).
     ChannelNotAllowed(u32),
+    /// A request, response or refusal on a channel that carries no requests.
+    RequestsNotAllowed(u32),
 }
 
 impl fmt::Display for MuxError {
@@ -287,6 +289,9 @@ impl fmt::Display for MuxError {
                     f,
                     "message on channel {channel} exceeds the reassembly budget"
                 )
+            }
+            MuxError::RequestsNotAllowed(c) => {
+                write!(f, "request on channel {c}, which carries none")
             }
             MuxError::ChannelNotAllowed(c) => {
                 write!(f, "packet on channel {c}, not allowed on this connection")
@@ -423,6 +428,7 @@ impl DisconnectReason {
                 | DisconnectReason::Protocol(MuxError::MessageTooLarge { .. })
                 | DisconnectReason::Protocol(MuxError::CreditExceeded { .. })
                 | DisconnectReason::Protocol(MuxError::ChannelNotAllowed(_))
+                | DisconnectReason::Protocol(MuxError::RequestsNotAllowed(_))
         )
     }
 }

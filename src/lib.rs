@@ -114,6 +114,31 @@
 //! # }
 //! ```
 //!
+//! ## Requests
+//!
+//! Any application channel carries requests as well as messages. The asker waits
+//! for the answer (or takes it as [`Event::Response`] with
+//! [`NodeHandle::request_async`]); the server answers each [`Event::Request`]
+//! under its id. A peer we are not connected to is found through the DHT and
+//! reached over a short-lived connection that takes no peer slot.
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use meshwire::{Event, NodeHandle, PeerId};
+//! # fn f(server: NodeHandle, client: NodeHandle, peer: PeerId) -> Result<(), Box<dyn std::error::Error>> {
+//! const BLOCKS: u32 = 3;
+//! std::thread::spawn(move || {
+//!     for ev in server.events() {
+//!         if let Event::Request { id, channel: BLOCKS, data, .. } = ev {
+//!             let _ = server.respond(id, [b"block for ".as_slice(), &data].concat());
+//!         }
+//!     }
+//! });
+//! let block = client.request(peer, BLOCKS, b"42".to_vec(), Duration::from_secs(2))?;
+//! assert_eq!(block, b"block for 42");
+//! # Ok(()) }
+//! ```
+//!
 //! A validator behind sentries: the validator runs no DHT, takes no other peers,
 //! and keeps its sentries in reserved slots; each sentry keeps the validator
 //! unconditional (past its limits) and private (out of every DHT answer and peer
@@ -176,13 +201,13 @@ pub use error::{
 };
 pub use identity::{Keypair, PeerId};
 pub use metrics::Metrics;
-pub use mux::{ChannelConfig, ChannelId, RateLimit, SendOptions};
+pub use mux::{ChannelConfig, ChannelId, RateLimit, RefuseReason, SendOptions};
 /// A whole node core driven without sockets (fuzzing builds only).
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use node::harness;
 pub use node::{
-    Event, NodeBuilder, NodeHandle, PeerDetails, PeerInfo, Reactor, ReactorError, ReactorEvent,
-    StartError,
+    Event, InboundRequestId, NodeBuilder, NodeHandle, OutboundRequestId, PeerDetails, PeerInfo,
+    Reactor, ReactorError, ReactorEvent, RequestConfig, RequestError, StartError,
 };
 pub use peer_score::{Misbehavior, PeerScore, ScoreSource};

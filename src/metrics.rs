@@ -53,6 +53,16 @@ pub struct Metrics {
     /// Events waiting for room in the application's queues now (bounded by the
     /// receive credit of the messages among them).
     pub waiting_events: u64,
+    /// Requests sent (queued on a connection).
+    pub requests_sent: u64,
+    /// Our requests that got no answer in time.
+    pub requests_timed_out: u64,
+    /// Requests received and handed to the application.
+    pub requests_received: u64,
+    /// Requests received and refused before the application saw them, by reason.
+    pub requests_refused: BTreeMap<&'static str, u64>,
+    /// Answers the application sent.
+    pub responses_sent: u64,
 }
 
 impl Metrics {
@@ -168,6 +178,32 @@ impl Metrics {
             &self.disconnects,
         );
         labelled(&mut s, "drops_total", "Messages dropped.", &self.drops);
+        for (name, help, value) in [
+            ("requests_sent_total", "Requests sent.", self.requests_sent),
+            (
+                "requests_timed_out_total",
+                "Requests that got no answer in time.",
+                self.requests_timed_out,
+            ),
+            (
+                "requests_received_total",
+                "Requests received and handed to the application.",
+                self.requests_received,
+            ),
+            (
+                "responses_sent_total",
+                "Answers to requests sent.",
+                self.responses_sent,
+            ),
+        ] {
+            gauge(&mut s, name, help, "counter", value);
+        }
+        labelled(
+            &mut s,
+            "requests_refused_total",
+            "Requests refused before the application saw them.",
+            &self.requests_refused,
+        );
         labelled(
             &mut s,
             "reports_total",

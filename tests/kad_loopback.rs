@@ -117,6 +117,7 @@ fn a_peer_sending_dht_garbage_is_penalized_and_banned() {
             true,
             b"\xff\xff\xff not a kad message",
             0,
+            meshwire::mux::Tag::Plain,
         );
         raw.send_frame(&frame);
         if round < 2 {

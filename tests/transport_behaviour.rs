@@ -271,7 +271,7 @@ fn protocol_violations_close_the_connection_and_repeat_offenders_are_banned() {
             "unknown channel",
             Box::new(|p: &mut RawPeer| {
                 let mut f = Vec::new();
-                packet::put_msg(&mut f, 77, true, b"x", 0);
+                packet::put_msg(&mut f, 77, true, b"x", 0, meshwire::mux::Tag::Plain);
                 p.send_frame(&f);
             }),
             "protocol",

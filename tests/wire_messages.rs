@@ -18,6 +18,9 @@ fn packets_round_trip() {
                 eof: true,
                 data: vec![1, 2, 3],
                 total_len: 0,
+                kind: wire::MsgKind::Response as i32,
+                request_id: 77,
+                refuse_reason: 0,
             })),
         },
         wire::Packet {
@@ -68,7 +71,7 @@ fn truncated_messages_are_errors_not_panics() {
         channel: 1,
         eof: false,
         data: vec![0; 100],
-        total_len: 0,
+        ..Default::default()
     }
     .encode_to_vec();
     // Bytes 0..2 are the complete `channel` field; every cut after that falls inside

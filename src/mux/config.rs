@@ -38,6 +38,10 @@ pub struct ChannelConfig {
     pub recv_window: usize,
     /// Report the first fragment of a multi-fragment message as soon as it arrives.
     pub announce_first_fragment: bool,
+    /// Requests (and their answers) may travel here; a request on a channel that
+    /// takes none is a protocol violation. On for application channels; the
+    /// protocol's own channels (gossip, DHT) turn it off.
+    pub requests: bool,
 }
 
 impl ChannelConfig {
@@ -52,7 +56,14 @@ impl ChannelConfig {
             max_message_size: 4 << 20,
             recv_window: 8 << 20,
             announce_first_fragment: false,
+            requests: true,
         }
+    }
+
+    /// Whether requests may travel on this channel.
+    pub fn requests(mut self, on: bool) -> Self {
+        self.requests = on;
+        self
     }
 
     /// Reports first fragments of multi-fragment messages early (see

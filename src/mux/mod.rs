@@ -12,6 +12,7 @@ pub mod config;
 pub mod packet;
 mod recv;
 mod send;
+mod tag;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use packet::PacketRef;
 use recv::RecvChannel;
 use send::SendChannel;
 pub use send::{ChannelCounters, SendOptions};
+pub use tag::{RefuseReason, Tag};
 
 /// Recent-bytes scores decay by this factor ...
 const DECAY_FACTOR: f64 = 0.8;
@@ -46,6 +48,15 @@ pub enum MuxEvent {
         /// Its bytes.
         data: Vec<u8>,
     },
+    /// A whole request, response or refusal (see [`Tag`]); release it as a message.
+    Tagged {
+        /// Its channel.
+        channel: ChannelId,
+        /// What it is, with its correlation id.
+        tag: Tag,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
     /// The first fragment of a message that has more, on a channel that asked for it.
     FirstFragment {
         /// Its channel.
@@ -55,6 +66,19 @@ pub enum MuxEvent {
     },
     /// The peer closed with this raw `CloseReason`.
     RemoteClose(i32),
+}
+
+/// A queued message that had not started sending, taken off its connection.
+#[derive(Debug, Clone)]
+pub struct Unsent {
+    /// Its channel.
+    pub channel: ChannelId,
+    /// Its bytes.
+    pub data: Arc<Vec<u8>>,
+    /// How it was sent.
+    pub opts: SendOptions,
+    /// What it is.
+    pub tag: Tag,
 }
 
 /// Closing state of the local side.
@@ -217,6 +241,18 @@ impl Mux {
         data: Arc<Vec<u8>>,
         opts: SendOptions,
     ) -> Result<(), SendError> {
+        self.send_tagged(channel, data, opts, Tag::Plain)
+    }
+
+    /// [`Mux::send`] of a request, a response or a refusal: `tag` rides on the first
+    /// fragment.
+    pub fn send_tagged(
+        &mut self,
+        channel: ChannelId,
+        data: Arc<Vec<u8>>,
+        opts: SendOptions,
+        tag: Tag,
+    ) -> Result<(), SendError> {
         if self.closing != Closing::Open {
             return Err(SendError::Closed);
         }
@@ -224,7 +260,7 @@ impl Mux {
             .index(channel)
             .filter(|i| self.send[*i].peer_serves)
             .ok_or(SendError::UnknownChannel(channel))?;
-        let result = self.send[i].push(data, opts);
+        let result = self.send[i].push(data, opts, tag);
         if result == Err(SendError::Full) {
             self.refused = true;
         }
@@ -280,11 +316,16 @@ impl Mux {
 
     /// Takes every message not yet started, per channel (for moving to another
     /// connection to the same peer).
-    pub fn take_unsent(&mut self) -> Vec<(ChannelId, Arc<Vec<u8>>, SendOptions)> {
+    pub fn take_unsent(&mut self) -> Vec<Unsent> {
         let mut out = Vec::new();
         for c in &mut self.send {
             let id = c.config.id;
-            out.extend(c.take_unsent().into_iter().map(|m| (id, m.data, m.opts)));
+            out.extend(c.take_unsent().into_iter().map(|m| Unsent {
+                channel: id,
+                data: m.data,
+                opts: m.opts,
+                tag: m.tag,
+            }));
         }
         out
     }
@@ -335,6 +376,7 @@ impl Mux {
                     eof,
                     data,
                     total_len,
+                    tag,
                 } => {
                     let i = self
                         .index(channel)
@@ -342,24 +384,36 @@ impl Mux {
                     if self.allowed.as_ref().is_some_and(|a| !a.contains(&channel)) {
                         return Err(MuxError::ChannelNotAllowed(channel));
                     }
+                    if tag != Tag::Plain
+                        && self.recv[i].at_message_start()
+                        && !self.send[i].config.requests
+                    {
+                        return Err(MuxError::RequestsNotAllowed(channel));
+                    }
                     // Only a fragment that really starts a multi-fragment message is
                     // announced; `total_len` elsewhere is ignored.
                     let first = self.recv[i].at_message_start() && !eof && total_len > 0;
                     let room = self
                         .reassembly_limit
                         .saturating_sub(self.reassembly_bytes());
-                    let complete = self.recv[i].on_fragment(eof, data, total_len, room)?;
+                    let complete = self.recv[i].on_fragment(eof, data, total_len, tag, room)?;
                     if first && self.recv[i].announce_first {
                         let data = data[..data.len().min(256)].to_vec();
                         self.events
                             .push_back(MuxEvent::FirstFragment { channel, data });
                     }
-                    if let Some(msg) = complete {
+                    if let Some((tag, msg)) = complete {
                         let counters = &mut self.send[i].counters;
                         counters.recv_msgs += 1;
                         counters.recv_bytes += msg.len() as u64;
-                        self.events
-                            .push_back(MuxEvent::Message { channel, data: msg });
+                        self.events.push_back(match tag {
+                            Tag::Plain => MuxEvent::Message { channel, data: msg },
+                            tag => MuxEvent::Tagged {
+                                channel,
+                                tag,
+                                data: msg,
+                            },
+                        });
                     }
                 }
                 PacketRef::Credit { channel, bytes } => {

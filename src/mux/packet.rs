@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::mux::tag::Tag;
+
 /// A decoded packet, borrowing its payload from the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketRef<'a> {
@@ -24,6 +26,8 @@ pub enum PacketRef<'a> {
         data: &'a [u8],
         /// Whole message size, on a first fragment (0 = not given).
         total_len: u64,
+        /// What the message is (meaningful on a first fragment only).
+        tag: Tag,
     },
     /// Receive credit granted by the peer.
     Credit {
@@ -49,6 +53,8 @@ pub enum PacketError {
     BadWireType,
     /// A field number of zero.
     BadTag,
+    /// A message kind this version does not know.
+    UnknownKind,
 }
 
 impl fmt::Display for PacketError {
@@ -58,6 +64,7 @@ impl fmt::Display for PacketError {
             PacketError::BadVarint => "bad varint",
             PacketError::BadWireType => "bad wire type",
             PacketError::BadTag => "bad field number",
+            PacketError::UnknownKind => "unknown message kind",
         })
     }
 }
@@ -77,7 +84,10 @@ const F_CREDIT: u32 = 4;
 const F_CLOSE: u32 = 5;
 
 /// Bytes a `PacketMsg` adds around its payload, at most.
-pub const MSG_OVERHEAD_MAX: usize = 1 + 10 + 1 + 5 + 2 + 1 + 5 + 1 + 10 + 1;
+pub const MSG_OVERHEAD_MAX: usize = 1 + 10 + 1 + 5 + 2 + 1 + 5 + 1 + 10 + 1 + TAG_MAX;
+
+/// Bytes a tag adds at most: kind, request id and refuse reason, each key + varint.
+const TAG_MAX: usize = 2 + 11 + 11;
 
 // ------------------------------------------------------------------ encoding
 
@@ -152,9 +162,13 @@ fn put_delimited(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(&tmp);
 }
 
-/// Appends a length-delimited `Packet{msg: PacketMsg{channel, eof, data, total_len}}`,
-/// copying `data` once, straight into `out`. `total_len` 0 is left out.
-pub fn put_msg(out: &mut Vec<u8>, channel: u32, eof: bool, data: &[u8], total_len: u64) {
+/// Appends a length-delimited `Packet{msg: PacketMsg{channel, eof, data, total_len,
+/// tag}}`, copying `data` once, straight into `out`. Zero fields are left out (a
+/// plain tag is none at all).
+pub fn put_msg(out: &mut Vec<u8>, channel: u32, eof: bool, data: &[u8], total_len: u64, tag: Tag) {
+    let (kind, request_id, refuse) = tag.to_wire();
+    // An enum field is an int32: a negative one is written sign-extended to 64 bits.
+    let refuse = i64::from(refuse) as u64;
     let mut inner_len = 0;
     if channel != 0 {
         inner_len += 1 + varint_len(u64::from(channel));
@@ -165,8 +179,10 @@ pub fn put_msg(out: &mut Vec<u8>, channel: u32, eof: bool, data: &[u8], total_le
     if !data.is_empty() {
         inner_len += 1 + varint_len(data.len() as u64) + data.len();
     }
-    if total_len != 0 {
-        inner_len += 1 + varint_len(total_len);
+    for v in [total_len, kind, request_id, refuse] {
+        if v != 0 {
+            inner_len += 1 + varint_len(v);
+        }
     }
     let packet_len = 1 + varint_len(inner_len as u64) + inner_len;
     out.reserve(varint_len(packet_len as u64) + packet_len);
@@ -186,9 +202,11 @@ pub fn put_msg(out: &mut Vec<u8>, channel: u32, eof: bool, data: &[u8], total_le
         put_varint(out, data.len() as u64);
         out.extend_from_slice(data);
     }
-    if total_len != 0 {
-        put_key(out, 4, WT_VARINT);
-        put_varint(out, total_len);
+    for (field, v) in [(4, total_len), (5, kind), (6, request_id), (7, refuse)] {
+        if v != 0 {
+            put_key(out, field, WT_VARINT);
+            put_varint(out, v);
+        }
     }
 }
 
@@ -275,6 +293,7 @@ fn varint_fields<const N: usize>(bytes: &[u8], wanted: [u32; N]) -> Result<[u64;
 
 fn decode_msg(bytes: &[u8]) -> Result<PacketRef<'_>, PacketError> {
     let (mut channel, mut eof, mut data, mut total_len) = (0u32, false, &[][..], 0u64);
+    let (mut kind, mut request_id, mut refuse) = (0u64, 0u64, 0i32);
     let mut r = Reader { buf: bytes };
     while !r.buf.is_empty() {
         let (field, wt) = r.key()?;
@@ -283,15 +302,21 @@ fn decode_msg(bytes: &[u8]) -> Result<PacketRef<'_>, PacketError> {
             (2, WT_VARINT) => eof = r.varint()? != 0,
             (3, WT_LEN) => data = r.bytes()?,
             (4, WT_VARINT) => total_len = r.varint()?,
-            (1..=4, _) => return Err(PacketError::BadWireType),
+            (5, WT_VARINT) => kind = r.varint()?,
+            (6, WT_VARINT) => request_id = r.varint()?,
+            // int32 on the wire: the low 32 bits, as protobuf reads it.
+            (7, WT_VARINT) => refuse = r.varint()? as i32,
+            (1..=7, _) => return Err(PacketError::BadWireType),
             _ => r.skip(wt)?,
         }
     }
+    let tag = Tag::from_wire(kind, request_id, refuse).ok_or(PacketError::UnknownKind)?;
     Ok(PacketRef::Msg {
         channel,
         eof,
         data,
         total_len,
+        tag,
     })
 }
 
@@ -357,6 +382,7 @@ impl<'a> Iterator for Packets<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mux::tag::RefuseReason;
     use crate::wire;
     use prost::Message;
 
@@ -388,20 +414,32 @@ mod tests {
             put_close(&mut ours, reason);
             assert_eq!(ours, prost_packet(Sum::Close(wire::Close { reason })));
         }
-        for (channel, eof, len, total_len) in [
-            (0u32, false, 0usize, 0u64),
-            (1, true, 0, 0),
-            (7, false, 1, 1 << 20),
-            (u32::MAX, true, 70_000, 0),
+        for (channel, eof, len, total_len, tag) in [
+            (0u32, false, 0usize, 0u64, Tag::Plain),
+            (1, true, 0, 0, Tag::Request(0)),
+            (7, false, 1, 1 << 20, Tag::Request(u64::MAX)),
+            (u32::MAX, true, 70_000, 0, Tag::Response(300)),
+            (2, true, 0, 0, Tag::Refusal(9, RefuseReason::Busy)),
+            (
+                2,
+                true,
+                0,
+                0,
+                Tag::Refusal(u64::MAX, RefuseReason::Other(-1)),
+            ),
         ] {
             let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut ours = Vec::new();
-            put_msg(&mut ours, channel, eof, &data, total_len);
+            put_msg(&mut ours, channel, eof, &data, total_len, tag);
+            let (kind, request_id, refuse_reason) = tag.to_wire();
             let theirs = prost_packet(Sum::Msg(wire::PacketMsg {
                 channel,
                 eof,
                 data: data.clone(),
                 total_len,
+                kind: kind as i32,
+                request_id,
+                refuse_reason,
             }));
             assert_eq!(ours, theirs);
             assert!(ours.len() <= msg_encoded_len(len) + varint_len(ours.len() as u64));
@@ -417,6 +455,9 @@ mod tests {
                 eof: false,
                 data: b"abc".to_vec(),
                 total_len: 9,
+                kind: wire::MsgKind::Request as i32,
+                request_id: 5,
+                refuse_reason: 0,
             })),
             prost_packet(wire::packet::Sum::Credit(wire::Credit {
                 channel: 4,
@@ -446,6 +487,7 @@ mod tests {
                     eof: false,
                     data: b"abc",
                     total_len: 9,
+                    tag: Tag::Request(5),
                 },
                 PacketRef::Credit {
                     channel: 4,
@@ -457,6 +499,7 @@ mod tests {
                     eof: false,
                     data: b"",
                     total_len: 0,
+                    tag: Tag::Plain,
                 },
             ]
         );
@@ -466,7 +509,7 @@ mod tests {
     fn malformed_packets_are_errors() {
         // Truncated at every offset inside one packet.
         let mut p = Vec::new();
-        put_msg(&mut p, 3, true, b"hello world", 0);
+        put_msg(&mut p, 3, true, b"hello world", 0, Tag::Plain);
         for cut in 1..p.len() {
             assert!(packets(&p[..cut]).any(|r| r.is_err()), "cut {cut}");
         }
@@ -478,6 +521,11 @@ mod tests {
         assert_eq!(decode_packet(&[0xff; 11]), Err(PacketError::BadVarint));
         // Wire types 3, 4, 6, 7 are refused.
         assert_eq!(decode_packet(&[0x33]), Err(PacketError::BadWireType));
+        // A message kind from the future.
+        assert_eq!(
+            decode_packet(&[0x1a, 2, 0x28, 9]),
+            Err(PacketError::UnknownKind)
+        );
     }
 
     #[test]

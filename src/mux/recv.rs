@@ -2,6 +2,7 @@
 
 use crate::error::MuxError;
 use crate::mux::config::ChannelConfig;
+use crate::mux::tag::Tag;
 
 pub(crate) struct RecvChannel {
     id: u32,
@@ -9,6 +10,8 @@ pub(crate) struct RecvChannel {
     max_message_size: usize,
     window: u64,
     partial: Vec<u8>,
+    /// The tag of the message being reassembled (from its first fragment).
+    tag: Tag,
     /// Total bytes granted to the peer, and total received.
     granted: u64,
     received: u64,
@@ -28,6 +31,7 @@ impl RecvChannel {
             max_message_size: config.max_message_size,
             window,
             partial: Vec::new(),
+            tag: Tag::Plain,
             granted: window,
             received: 0,
             released: 0,
@@ -56,16 +60,19 @@ impl RecvChannel {
         self.partial.capacity()
     }
 
-    /// Adds a fragment; returns the message when `eof` completes one. `total_len`, on
-    /// a first fragment, announces the whole size. `room` is what the connection may
-    /// still allocate for reassembly; anything beyond it is refused before allocating.
+    /// Adds a fragment; returns the message and its tag when `eof` completes one.
+    /// `total_len` and `tag`, on a first fragment, announce the whole size and what
+    /// the message is (on later fragments they are ignored). `room` is what the
+    /// connection may still allocate for reassembly; anything beyond it is refused
+    /// before allocating.
     pub(crate) fn on_fragment(
         &mut self,
         eof: bool,
         data: &[u8],
         total_len: u64,
+        tag: Tag,
         room: usize,
-    ) -> Result<Option<Vec<u8>>, MuxError> {
+    ) -> Result<Option<(Tag, Vec<u8>)>, MuxError> {
         self.received += data.len() as u64;
         if self.received > self.granted {
             return Err(MuxError::CreditExceeded { channel: self.id });
@@ -78,6 +85,9 @@ impl RecvChannel {
             return Err(too_large);
         }
         let budget = MuxError::ReassemblyBudget { channel: self.id };
+        if self.partial.is_empty() {
+            self.tag = tag;
+        }
         if self.partial.is_empty() && !eof && total_len > 0 {
             if total_len > self.max_message_size as u64 {
                 return Err(too_large);
@@ -97,11 +107,12 @@ impl RecvChannel {
             self.partial.extend_from_slice(data);
             return Ok(None);
         }
+        let tag = std::mem::take(&mut self.tag);
         if self.partial.is_empty() {
-            return Ok(Some(data.to_vec()));
+            return Ok(Some((tag, data.to_vec())));
         }
         self.partial.extend_from_slice(data);
-        Ok(Some(std::mem::take(&mut self.partial)))
+        Ok(Some((tag, std::mem::take(&mut self.partial))))
     }
 
     /// The application took `bytes`; grants them back in batches of a quarter window.

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::error::SendError;
 use crate::mux::config::ChannelConfig;
 use crate::mux::packet;
+use crate::mux::tag::Tag;
 
 /// Per-message send options.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,6 +24,7 @@ pub(crate) struct OutMsg {
     pub(crate) data: Arc<Vec<u8>>,
     pub(crate) offset: usize,
     pub(crate) opts: SendOptions,
+    pub(crate) tag: Tag,
 }
 
 /// Counters of one channel on one connection.
@@ -77,7 +79,12 @@ impl SendChannel {
         }
     }
 
-    pub(crate) fn push(&mut self, data: Arc<Vec<u8>>, opts: SendOptions) -> Result<(), SendError> {
+    pub(crate) fn push(
+        &mut self,
+        data: Arc<Vec<u8>>,
+        opts: SendOptions,
+        tag: Tag,
+    ) -> Result<(), SendError> {
         if data.len() > self.max_message {
             return Err(SendError::TooLarge {
                 size: data.len(),
@@ -99,6 +106,7 @@ impl SendChannel {
                     data,
                     offset: 0,
                     opts,
+                    tag,
                 };
                 self.counters.replaced += 1;
                 self.dequeued += 1;
@@ -116,6 +124,7 @@ impl SendChannel {
             data,
             offset: 0,
             opts,
+            tag,
         });
         Ok(())
     }
@@ -185,12 +194,14 @@ impl SendChannel {
         } else {
             0
         };
+        let tag = if msg.offset == 0 { msg.tag } else { Tag::Plain };
         packet::put_msg(
             out,
             id,
             eof,
             &msg.data[msg.offset..msg.offset + n],
             total_len,
+            tag,
         );
         msg.offset += n;
         self.queued_bytes -= n;
@@ -198,9 +209,12 @@ impl SendChannel {
         self.recent += n as f64;
         self.counters.sent_bytes += n as u64;
         if eof {
-            self.queue.pop_front();
+            // Only plain messages are counted out: the handle counted them in (a
+            // request's legs are bounded by the request limits instead).
+            if self.queue.pop_front().is_some_and(|m| m.tag == Tag::Plain) {
+                self.dequeued += 1;
+            }
             self.counters.sent_msgs += 1;
-            self.dequeued += 1;
         }
         Some(n)
     }

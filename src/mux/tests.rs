@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::mux::config::DEFAULT_STALL_TIMEOUT;
+use crate::mux::{RefuseReason, Tag};
 
 const FRAME: usize = 64 * 1024;
 const BULK: ChannelId = 1;
@@ -236,8 +237,8 @@ fn a_peer_exceeding_its_credit_is_a_protocol_error() {
         .recv_window(1024);
     let (_, mut b, now) = pair(&cfg);
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, BULK, true, &[0u8; 1000], 0);
-    packet::put_msg(&mut frame, BULK, true, &[0u8; 100], 0);
+    packet::put_msg(&mut frame, BULK, true, &[0u8; 1000], 0, Tag::Plain);
+    packet::put_msg(&mut frame, BULK, true, &[0u8; 100], 0, Tag::Plain);
     assert_eq!(
         b.handle_frame(&frame, now),
         Err(MuxError::CreditExceeded { channel: BULK })
@@ -248,7 +249,7 @@ fn a_peer_exceeding_its_credit_is_a_protocol_error() {
 fn bad_packets_are_typed_protocol_errors() {
     let (_, mut b, now) = pair(&config());
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, 99, true, b"x", 0);
+    packet::put_msg(&mut frame, 99, true, b"x", 0, Tag::Plain);
     assert_eq!(
         b.handle_frame(&frame, now),
         Err(MuxError::UnknownChannel(99))
@@ -257,7 +258,7 @@ fn bad_packets_are_typed_protocol_errors() {
     let (_, mut b, now) = pair(&config());
     let mut frame = Vec::new();
     for _ in 0..5 {
-        packet::put_msg(&mut frame, URGENT, false, &[0u8; 16 * 1024], 0);
+        packet::put_msg(&mut frame, URGENT, false, &[0u8; 16 * 1024], 0, Tag::Plain);
     }
     assert_eq!(
         b.handle_frame(&frame, now),
@@ -425,7 +426,7 @@ fn graceful_close_flushes_queued_messages_then_closes() {
                     assert_eq!(r, 1);
                     closed = true;
                 }
-                MuxEvent::FirstFragment { .. } => {}
+                MuxEvent::FirstFragment { .. } | MuxEvent::Tagged { .. } => {}
             }
         }
     }
@@ -437,7 +438,7 @@ fn graceful_close_flushes_queued_messages_then_closes() {
 fn an_announced_oversized_message_is_refused_at_its_first_fragment() {
     let (_, mut b, now) = pair(&config());
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, URGENT, false, &[0u8; 10], 1 << 30);
+    packet::put_msg(&mut frame, URGENT, false, &[0u8; 10], 1 << 30, Tag::Plain);
     assert_eq!(
         b.handle_frame(&frame, now),
         Err(MuxError::MessageTooLarge {
@@ -463,20 +464,20 @@ fn only_a_fragment_that_starts_a_message_is_announced_as_first() {
     cfg.channels[0].announce_first_fragment = true;
     let (_, mut b, now) = pair(&cfg);
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, BULK, false, &[1u8; 100], 1000);
+    packet::put_msg(&mut frame, BULK, false, &[1u8; 100], 1000, Tag::Plain);
     b.handle_frame(&frame, now).unwrap();
     assert_eq!(first_fragments(&mut b), 1);
     // A later fragment of the same message that claims a total_len again is not a
     // first fragment (it must not announce another message id).
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, BULK, false, &[2u8; 100], 1000);
+    packet::put_msg(&mut frame, BULK, false, &[2u8; 100], 1000, Tag::Plain);
     b.handle_frame(&frame, now).unwrap();
     assert_eq!(first_fragments(&mut b), 0);
     // Nor is a single-fragment message, or one without total_len.
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, BULK, true, &[3u8; 800], 0);
-    packet::put_msg(&mut frame, BULK, true, &[4u8; 10], 0);
-    packet::put_msg(&mut frame, BULK, false, &[5u8; 10], 0);
+    packet::put_msg(&mut frame, BULK, true, &[3u8; 800], 0, Tag::Plain);
+    packet::put_msg(&mut frame, BULK, true, &[4u8; 10], 0, Tag::Plain);
+    packet::put_msg(&mut frame, BULK, false, &[5u8; 10], 0, Tag::Plain);
     b.handle_frame(&frame, now).unwrap();
     assert_eq!(first_fragments(&mut b), 0);
 }
@@ -486,14 +487,14 @@ fn a_restricted_connection_refuses_other_channels_before_reassembly() {
     let (_, mut b, now) = pair(&config());
     b.restrict_to(&[URGENT]);
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, BULK, false, &[0u8; 10], 4 << 20);
+    packet::put_msg(&mut frame, BULK, false, &[0u8; 10], 4 << 20, Tag::Plain);
     assert_eq!(
         b.handle_frame(&frame, now),
         Err(MuxError::ChannelNotAllowed(BULK))
     );
     assert_eq!(b.reassembly_bytes(), 0, "nothing reserved for it");
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, URGENT, true, &[0u8; 10], 0);
+    packet::put_msg(&mut frame, URGENT, true, &[0u8; 10], 0, Tag::Plain);
     b.handle_frame(&frame, now).unwrap();
 }
 
@@ -502,7 +503,7 @@ fn reassembly_beyond_the_connection_budget_is_refused_before_allocating() {
     let (_, mut b, now) = pair(&config());
     b.set_reassembly_limit(1 << 20);
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, BULK, false, &[0u8; 10], 2 << 20);
+    packet::put_msg(&mut frame, BULK, false, &[0u8; 10], 2 << 20, Tag::Plain);
     assert_eq!(
         b.handle_frame(&frame, now),
         Err(MuxError::ReassemblyBudget { channel: BULK })
@@ -515,7 +516,7 @@ fn reassembly_beyond_the_connection_budget_is_refused_before_allocating() {
     let mut result = Ok(());
     for _ in 0..4 {
         let mut frame = Vec::new();
-        packet::put_msg(&mut frame, BULK, false, &chunk, 0);
+        packet::put_msg(&mut frame, BULK, false, &chunk, 0, Tag::Plain);
         result = b.handle_frame(&frame, now);
         if result.is_err() {
             break;
@@ -597,9 +598,72 @@ fn peers_with_different_channels_share_only_the_common_ones() {
     assert_eq!(exchange(&mut b, &mut a, now), vec![(BULK, vec![3; 10])]);
     // A peer that sends on a channel it did not announce was granted nothing there.
     let mut frame = Vec::new();
-    packet::put_msg(&mut frame, URGENT, true, &[0; 4], 0);
+    packet::put_msg(&mut frame, URGENT, true, &[0; 4], 0, Tag::Plain);
     assert_eq!(
         a.handle_frame(&frame, now),
         Err(MuxError::CreditExceeded { channel: URGENT })
     );
+}
+
+#[test]
+fn a_tag_rides_on_the_first_fragment_and_comes_out_with_the_whole_message() {
+    let (mut a, mut b, now) = pair(&config());
+    // Larger than a fragment, so the tag must survive reassembly.
+    a.send_tagged(
+        BULK,
+        msg(100_000, 7),
+        SendOptions::default(),
+        Tag::Request(42),
+    )
+    .unwrap();
+    a.send(BULK, msg(10, 1), SendOptions::default()).unwrap();
+    a.send_tagged(
+        URGENT,
+        msg(0, 0),
+        SendOptions::default(),
+        Tag::Refusal(9, RefuseReason::Busy),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    while pump(&mut a, &mut b, now) + pump(&mut b, &mut a, now) > 0 {
+        while let Some(ev) = b.poll_event() {
+            match ev {
+                MuxEvent::Tagged { channel, tag, data } => {
+                    b.release(channel, data.len());
+                    got.push((channel, tag, data.len()));
+                }
+                MuxEvent::Message { channel, data } => {
+                    b.release(channel, data.len());
+                    got.push((channel, Tag::Plain, data.len()));
+                }
+                _ => {}
+            }
+        }
+    }
+    got.sort_by_key(|g| (g.0, g.2));
+    assert_eq!(
+        got,
+        vec![
+            (BULK, Tag::Plain, 10),
+            (BULK, Tag::Request(42), 100_000),
+            (URGENT, Tag::Refusal(9, RefuseReason::Busy), 0),
+        ]
+    );
+}
+
+#[test]
+fn a_request_on_a_channel_that_takes_none_is_a_violation() {
+    let mut cfg = config();
+    cfg.channels[1] = cfg.channels[1].clone().requests(false);
+    let (_, mut b, now) = pair(&cfg);
+    let mut frame = Vec::new();
+    packet::put_msg(&mut frame, URGENT, true, b"hi", 0, Tag::Response(1));
+    assert_eq!(
+        b.handle_frame(&frame, now),
+        Err(MuxError::RequestsNotAllowed(URGENT))
+    );
+    // Plain messages still flow there.
+    let mut frame = Vec::new();
+    packet::put_msg(&mut frame, URGENT, true, b"hi", 0, Tag::Plain);
+    b.handle_frame(&frame, now).unwrap();
 }

@@ -54,6 +54,16 @@ pub(crate) enum Command {
     Provide(Key),
     StopProviding(Key),
     RoutingTable(RequestId),
+    /// A request to `peer`: answered as `answer` says.
+    Request {
+        peer: PeerId,
+        channel: ChannelId,
+        data: Arc<Vec<u8>>,
+        timeout: Duration,
+        answer: crate::node::requests::Answer,
+    },
+    /// The application's answer to a request it received.
+    Respond(crate::node::InboundRequestId, Arc<Vec<u8>>),
     /// Answered with [`Reply::ShutDown`] once every connection is gone.
     Shutdown(RequestId),
 }
@@ -70,5 +80,6 @@ pub(crate) enum Reply {
     Lookup(LookupResult),
     RoutingTable(Vec<PeerRecord>),
     PeerInfo(Option<Box<PeerDetails>>),
+    Response(Result<Vec<u8>, crate::node::RequestError>),
     ShutDown,
 }

@@ -49,6 +49,30 @@ pub enum Event {
         /// Why.
         reason: crate::gossip::PublishError,
     },
+    /// A request arrived: answer it with
+    /// [`NodeHandle::respond`](crate::NodeHandle::respond) under `id`. Requests
+    /// always come through [`NodeHandle::events`](crate::NodeHandle::events), whoever
+    /// takes the channel's plain messages.
+    Request {
+        /// Names it for the answer.
+        id: crate::node::InboundRequestId,
+        /// From whom (possibly a peer on a lookup-only connection, not a full peer).
+        peer: PeerId,
+        /// On which channel.
+        channel: ChannelId,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// The answer to a request sent with
+    /// [`NodeHandle::request_async`](crate::NodeHandle::request_async).
+    Response {
+        /// The id `request_async` returned.
+        id: crate::node::OutboundRequestId,
+        /// The peer asked.
+        peer: PeerId,
+        /// Its answer, or why there is none.
+        result: Result<Vec<u8>, crate::node::RequestError>,
+    },
     /// A message arrived.
     Message {
         /// From whom.

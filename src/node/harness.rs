@@ -302,7 +302,14 @@ mod tests {
     /// Peer `i` sends one gossip RPC.
     fn gossip(h: &mut CoreHarness, i: usize, rpc: &wire::GossipRpc) {
         let mut p = Vec::new();
-        packet::put_msg(&mut p, GOSSIP_CHANNEL, true, &rpc.encode_to_vec(), 0);
+        packet::put_msg(
+            &mut p,
+            GOSSIP_CHANNEL,
+            true,
+            &rpc.encode_to_vec(),
+            0,
+            crate::mux::Tag::Plain,
+        );
         h.send_frame(i, &p);
     }
 
@@ -360,7 +367,14 @@ mod tests {
         for i in 0..10 {
             for ch in [APP_CHANNEL, GOSSIP_CHANNEL] {
                 let mut p = Vec::new();
-                packet::put_msg(&mut p, ch, false, &[0u8; 100], 4 << 20);
+                packet::put_msg(
+                    &mut p,
+                    ch,
+                    false,
+                    &[0u8; 100],
+                    4 << 20,
+                    crate::mux::Tag::Plain,
+                );
                 h.send_frame(i, &p);
                 h.check_invariants();
             }
@@ -377,7 +391,7 @@ mod tests {
         // Unknown channels, garbage sealed and raw, and time.
         for i in 0..10 {
             let mut p = Vec::new();
-            packet::put_msg(&mut p, 999, true, &[1], 0);
+            packet::put_msg(&mut p, 999, true, &[1], 0, crate::mux::Tag::Plain);
             h.send_frame(i, &p);
             h.send_frame(i, &[0xff; 300]);
             h.send_raw(i, &[0x00, 0x00, 0x10, 0x00, 1, 2, 3]);

@@ -9,6 +9,7 @@ mod handle;
 pub mod harness;
 mod peer_details;
 pub(crate) mod reactor;
+mod requests;
 pub(crate) mod shared;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use handle::HandleInner;
 pub use handle::{NodeHandle, PeerInfo};
 pub use peer_details::PeerDetails;
 pub use reactor::{Reactor, ReactorError, ReactorEvent};
+pub use requests::{InboundRequestId, OutboundRequestId, RequestConfig, RequestError};
 use shared::NodeShared;
 
 /// Why a node did not start.
@@ -347,7 +349,8 @@ pub(crate) fn complete_config(config: &mut NodeConfig) {
                     .max_message_size(max)
                     .recv_window((2 * max).max(8 << 20))
                     .send_queue_capacity(4096)
-                    .announce_first_fragment(true),
+                    .announce_first_fragment(true)
+                    .requests(false),
             );
         }
     }
@@ -361,7 +364,8 @@ pub(crate) fn complete_config(config: &mut NodeConfig) {
                 .priority(4)
                 .max_message_size(MAX_KAD_MESSAGE)
                 .recv_window(4 * MAX_KAD_MESSAGE)
-                .send_queue_capacity(256),
+                .send_queue_capacity(256)
+                .requests(false),
         );
     }
 }

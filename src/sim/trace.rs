@@ -61,6 +61,20 @@ impl Trace {
                 self.eat(peer.as_bytes());
                 self.eat(&channel.to_le_bytes());
             }
+            Event::Request {
+                id, peer, channel, ..
+            } => {
+                self.eat(b"Q");
+                self.eat(&id.0.to_le_bytes());
+                self.eat(peer.as_bytes());
+                self.eat(&channel.to_le_bytes());
+            }
+            Event::Response { id, peer, result } => {
+                self.eat(b"R");
+                self.eat(&id.0.to_le_bytes());
+                self.eat(peer.as_bytes());
+                self.eat(&[u8::from(result.is_ok())]);
+            }
         }
     }
 

@@ -193,6 +193,18 @@ pub struct PacketMsg {
     /// allocate it exactly.
     #[prost(uint64, tag = "4")]
     pub total_len: u64,
+    /// On the first fragment (ignored on the others): what the message is. A plain
+    /// message leaves the next three fields out.
+    #[prost(enumeration = "MsgKind", tag = "5")]
+    pub kind: i32,
+    /// On the first fragment of a request, a response or a refusal: the correlation id
+    /// the requester chose. A response or refusal carries its request's id, on the same
+    /// channel as the request.
+    #[prost(uint64, tag = "6")]
+    pub request_id: u64,
+    /// On a refusal: why the request was refused.
+    #[prost(enumeration = "RefuseReason", tag = "7")]
+    pub refuse_reason: i32,
 }
 /// Receive credit: the sender may have `bytes` more bytes in flight on `channel`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -228,6 +240,80 @@ pub mod packet {
         Credit(super::Credit),
         #[prost(message, tag = "5")]
         Close(super::Close),
+    }
+}
+/// What a channel message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum MsgKind {
+    /// A one-way message.
+    Plain = 0,
+    /// A request: the receiver answers with a response or a refusal under its id.
+    Request = 1,
+    /// The answer to the request with `request_id`.
+    Response = 2,
+    /// The request with `request_id` was refused before the application saw it; the
+    /// message data is empty.
+    Refusal = 3,
+}
+impl MsgKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Plain => "MSG_KIND_PLAIN",
+            Self::Request => "MSG_KIND_REQUEST",
+            Self::Response => "MSG_KIND_RESPONSE",
+            Self::Refusal => "MSG_KIND_REFUSAL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "MSG_KIND_PLAIN" => Some(Self::Plain),
+            "MSG_KIND_REQUEST" => Some(Self::Request),
+            "MSG_KIND_RESPONSE" => Some(Self::Response),
+            "MSG_KIND_REFUSAL" => Some(Self::Refusal),
+            _ => None,
+        }
+    }
+}
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RefuseReason {
+    Unspecified = 0,
+    /// Too many of this peer's (or this channel's) requests are waiting for answers.
+    Busy = 1,
+    /// The receiver takes no requests on this channel.
+    Unsupported = 2,
+    /// The receiver is shutting down.
+    ShuttingDown = 3,
+}
+impl RefuseReason {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "REFUSE_REASON_UNSPECIFIED",
+            Self::Busy => "REFUSE_REASON_BUSY",
+            Self::Unsupported => "REFUSE_REASON_UNSUPPORTED",
+            Self::ShuttingDown => "REFUSE_REASON_SHUTTING_DOWN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "REFUSE_REASON_UNSPECIFIED" => Some(Self::Unspecified),
+            "REFUSE_REASON_BUSY" => Some(Self::Busy),
+            "REFUSE_REASON_UNSUPPORTED" => Some(Self::Unsupported),
+            "REFUSE_REASON_SHUTTING_DOWN" => Some(Self::ShuttingDown),
+            _ => None,
+        }
     }
 }
 /// Why a connection is being closed.

@@ -146,7 +146,14 @@ impl Adversary {
                 0
             };
             let mut p = Vec::new();
-            packet::put_msg(&mut p, channel, eof, &data[offset..end], total);
+            packet::put_msg(
+                &mut p,
+                channel,
+                eof,
+                &data[offset..end],
+                total,
+                meshwire::mux::Tag::Plain,
+            );
             self.send_packets(&p)?;
             if eof {
                 return Ok(());
@@ -158,7 +165,14 @@ impl Adversary {
     /// The first fragment of a message that never completes.
     pub fn send_first_fragment(&mut self, channel: u32, prefix: &[u8], total: u64) {
         let mut p = Vec::new();
-        packet::put_msg(&mut p, channel, false, prefix, total);
+        packet::put_msg(
+            &mut p,
+            channel,
+            false,
+            prefix,
+            total,
+            meshwire::mux::Tag::Plain,
+        );
         self.send_packets(&p).expect("first fragment");
     }
 

@@ -8,6 +8,14 @@ impl NodeCore {
     pub(crate) fn handle_command(&mut self, cmd: Command, now: Instant) {
         match cmd {
             Command::Dial { addr, expected } => self.dial(addr, expected, false, now),
+            Command::Request {
+                peer,
+                channel,
+                data,
+                timeout,
+                answer,
+            } => self.start_request(peer, channel, data, timeout, answer, now),
+            Command::Respond(request, data) => self.respond(request, data, now),
             Command::Send {
                 peer,
                 channel,

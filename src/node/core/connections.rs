@@ -197,6 +197,13 @@ impl NodeCore {
                     }
                 }
                 ConnEvent::FirstFragment { .. } => {}
+                ConnEvent::Tagged { channel, tag, data } => match entry.conn.remote() {
+                    Some(remote) => self.on_tagged(id, remote, channel, tag, data, now),
+                    None => {
+                        entry.conn.release(channel, data.len());
+                        self.touched.push(id);
+                    }
+                },
                 ConnEvent::Message {
                     channel: GOSSIP_CHANNEL,
                     data,
@@ -226,8 +233,10 @@ impl NodeCore {
                 }
                 ConnEvent::Message { channel, data } => {
                     let Some(peer) = peer else {
-                        // Not an announced peer's: nothing to deliver; free its credit.
+                        // Not an announced peer's (a lookup-only connection carries
+                        // requests, not messages): nothing to deliver; free its credit.
                         entry.conn.release(channel, data.len());
+                        Metrics::count(&mut self.metrics.drops, "message_from_non_peer");
                         self.touched.push(id);
                         continue;
                     };
@@ -276,7 +285,8 @@ impl NodeCore {
             entry.slot = self.manager.unslot(entry.slot);
             entry.lookup_only = true;
             entry.expected = Some(remote);
-            entry.conn.restrict_to(&[KAD_CHANNEL]);
+            entry.conn.restrict_to(&self.light_channels);
+            entry.channels = info.channels.clone();
             let inbound = entry.conn.direction() == Direction::Inbound;
             let max = self.config.max_lookup_conns;
             let inbound_lookups = self
@@ -308,6 +318,7 @@ impl NodeCore {
                     .send(KAD_CHANNEL, Arc::new(bytes), SendOptions::default());
             }
             self.kad_conns.insert(remote, id);
+            self.flush_requests(id, remote, now);
             if introduce {
                 if let Some(kad) = &mut self.kad {
                     kad.on_connected(remote, info.listen_addrs, now);
@@ -365,9 +376,13 @@ impl NodeCore {
             entry.connected_at = Some(now);
             let addr = entry.addr;
             let direction = entry.conn.direction();
-            for (channel, data, opts) in unsent {
+            for u in unsent {
                 // The new connection's queues start empty, so these fit.
-                if entry.conn.send(channel, data, opts).is_err() {
+                if entry
+                    .conn
+                    .send_tagged(u.channel, u.data, u.opts, u.tag)
+                    .is_err()
+                {
                     Metrics::count(&mut self.metrics.drops, "migration");
                 }
             }
@@ -378,6 +393,7 @@ impl NodeCore {
                 channels,
             });
             self.touched.push(id);
+            self.flush_requests(id, remote, now);
         } else {
             log::debug!("peer {}: keeping the existing connection", remote.short());
             self.retire_duplicate(id, now);
@@ -424,6 +440,7 @@ impl NodeCore {
             channels,
         });
         log::debug!("peer {} connected ({direction:?}, {addr})", remote.short());
+        self.flush_requests(id, remote, now);
         self.delivery_push(
             Event::PeerConnected {
                 peer: remote,
@@ -498,10 +515,15 @@ impl NodeCore {
             }
             self.outputs.push_back(Output::PeerDown {
                 peer,
-                unsent: unsent.iter().map(|(channel, _, _)| *channel).collect(),
+                unsent: unsent
+                    .iter()
+                    .filter(|u| u.tag == crate::mux::Tag::Plain)
+                    .map(|u| u.channel)
+                    .collect(),
             });
             log::debug!("peer {} disconnected: {reason}", peer.short());
             self.delivery_push(Event::PeerDisconnected { peer, reason }, None);
+            self.requests_peer_gone(peer);
         }
         let persistent = entry.persistent || self.manager.is_persistent(entry.addr, remote);
         if persistent && remote.is_none_or(|p| !self.peers.contains_key(&p)) {

@@ -9,6 +9,7 @@ impl NodeCore {
         let Some(peer) = peer else { return };
         if self.kad_conns.get(&peer) == Some(&id) {
             self.kad_conns.remove(&peer);
+            self.requests_peer_gone(peer);
             if self.kad_waiting.remove(&peer).is_some() {
                 if let Some(kad) = &mut self.kad {
                     kad.on_unreachable(peer, now);
@@ -20,7 +21,7 @@ impl NodeCore {
 
     pub(super) fn close_idle_lookup_conns(&mut self, now: Instant) {
         let idle = self.config.lookup_idle;
-        let ids: Vec<ConnId> = self
+        let ids: Vec<(ConnId, Option<PeerId>)> = self
             .conns
             .iter()
             .filter(|(_, e)| {
@@ -29,9 +30,16 @@ impl NodeCore {
                     && !e.conn.is_closing()
                     && e.last_active + idle <= now
             })
-            .map(|(id, _)| *id)
+            .map(|(id, e)| (*id, e.conn.remote()))
             .collect();
-        for id in ids {
+        for (id, peer) in ids {
+            if peer.is_some_and(|p| self.requests.busy_with(p)) {
+                // Requests wait on it either way: idle only from now.
+                if let Some(e) = self.conns.get_mut(&id) {
+                    e.last_active = now;
+                }
+                continue;
+            }
             self.close_conn(id, LocalClose::Requested, true, now);
         }
     }
@@ -92,6 +100,7 @@ impl NodeCore {
                 }
             }
             for r in results {
+                self.request_lookup_done(r.id, &r, now);
                 if let Some(request) = self.lookup_waiters.remove(&r.id) {
                     self.reply(request, Reply::Lookup(r));
                 } else if self.user_lookups.remove(&r.id) {

@@ -24,6 +24,7 @@ use crate::mux::{ChannelCounters, ChannelId, MuxConfig, SendOptions};
 use crate::node::command::{Command, Reply, RequestId};
 use crate::node::delivery::Release;
 use crate::node::event::Event;
+use crate::node::requests::RequestBook;
 use crate::peer_score::ScoreSource;
 use crate::peers::{PeerManager, Refusal, Slot};
 use crate::rng::Rng;
@@ -36,6 +37,7 @@ mod gossip;
 mod lookups;
 mod output;
 mod peer_control;
+mod requests;
 mod timers;
 
 pub(crate) use output::{Io, IoOutcome, Output};
@@ -146,6 +148,13 @@ pub(crate) struct NodeCore {
     router: Option<Router>,
     /// Reassembly bytes held by all connections together.
     reassembly_used: usize,
+    /// Requests in flight, both ways.
+    requests: RequestBook,
+    /// DHT lookups of a peer's address that requests wait for: lookup id → peer.
+    request_lookups: Map<u64, PeerId>,
+    /// Channels a lookup-only connection may carry: the DHT's, and the
+    /// application's for requests (not gossip's).
+    light_channels: Vec<ChannelId>,
 }
 
 impl NodeCore {
@@ -191,8 +200,16 @@ impl NodeCore {
             .gossip
             .clone()
             .map(|gc| Router::new(gc, Some(key.clone()), validator, rng.fork(), now));
+        let light_channels = config
+            .mux
+            .channels
+            .iter()
+            .map(|c| c.id)
+            .filter(|c| *c != GOSSIP_CHANNEL)
+            .collect();
         let mut lookup_hs = (*handshake).clone();
         lookup_hs.node_info.lookup_only = true;
+        let config_requests = config.requests.clone();
         NodeCore {
             mux: Arc::new(config.mux.clone()),
             config,
@@ -221,6 +238,9 @@ impl NodeCore {
             next_px: now,
             router,
             reassembly_used: 0,
+            requests: RequestBook::new(config_requests),
+            request_lookups: Map::default(),
+            light_channels,
         }
     }
 

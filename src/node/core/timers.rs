@@ -14,6 +14,7 @@ impl NodeCore {
             self.manager.next_dial(),
             self.kad.as_ref().and_then(|k| k.poll_timeout()),
             self.router.as_ref().map(Router::poll_timeout),
+            self.requests.poll_timeout(),
             self.kad
                 .as_ref()
                 .filter(|_| self.config.fill_outbound)
@@ -58,6 +59,7 @@ impl NodeCore {
             }
         }
         self.drain_gossip(now, None);
+        self.expire_requests(now);
         self.close_idle_lookup_conns(now);
         let table_empty = self.kad.as_ref().is_some_and(|k| k.table().is_empty());
         if table_empty && !self.config.bootstrap.is_empty() && now >= self.next_bootstrap {
