@@ -208,6 +208,7 @@ pub use mux::{ChannelConfig, ChannelId, RateLimit, RefuseReason, SendOptions};
 pub use node::harness;
 pub use node::{
     Event, InboundRequestId, NodeBuilder, NodeHandle, OutboundRequestId, PeerDetails, PeerInfo,
-    Reactor, ReactorError, ReactorEvent, RequestConfig, RequestError, StartError,
+    Reactor, ReactorError, ReactorEvent, RequestConfig, RequestError, RouteOptions, RouteOutcome,
+    StartError,
 };
 pub use peer_score::{Misbehavior, PeerScore, ScoreSource};

@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use meshwire::config::PeerLimits;
+use meshwire::kad::key::key_from_name;
 use meshwire::kad::KadConfig;
-use meshwire::{ChannelConfig, Event, NodeHandle, RefuseReason, RequestConfig, RequestError};
+use meshwire::{
+    ChannelConfig, Event, NodeHandle, RefuseReason, RequestConfig, RequestError, RouteOptions,
+    RouteOutcome,
+};
 
 const CH: u32 = 3;
 const T: Duration = Duration::from_secs(5);
@@ -230,6 +234,41 @@ fn a_peer_we_are_not_connected_to_is_reached_without_a_slot() {
         a.metrics().unwrap().dials > dials,
         "the idle connection was closed"
     );
+    // Routing by key: nobody provides this one; C provides that one, but its
+    // application answers nothing "quiet", so every attempt fails.
+    let opts = RouteOptions {
+        fanout: 1,
+        timeout: Duration::from_millis(500),
+        attempts: 2,
+    };
+    assert_eq!(
+        a.route(key_from_name("test/nobody"), CH, vec![], opts.clone()),
+        RouteOutcome::NoProvider
+    );
+    let key = key_from_name("test/echo");
+    c.provide(key).unwrap();
+    assert!(eventually(Duration::from_secs(10), || a
+        .find_providers_blocking(key, T)
+        .is_ok_and(|r| r.providers.iter().any(|p| p.id == c.peer_id()))));
+    assert_eq!(
+        a.route(key, CH, b"quiet".to_vec(), opts.clone()),
+        RouteOutcome::AllFailed {
+            tried: vec![(c.peer_id(), RequestError::TimedOut)]
+        }
+    );
+    match a.route(key, CH, b"routed".to_vec(), opts) {
+        RouteOutcome::Delivered {
+            peer,
+            answer,
+            failed,
+        } => {
+            assert_eq!(
+                (peer, answer, failed),
+                (c.peer_id(), b"re:routed".to_vec(), vec![])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     // Nobody: unreachable, not a hang.
     let nobody = meshwire::Keypair::generate().unwrap().peer_id();
     assert_eq!(

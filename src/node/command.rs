@@ -62,6 +62,8 @@ pub(crate) enum Command {
         timeout: Duration,
         answer: crate::node::requests::Answer,
     },
+    /// Orders peers for routing (see `rank_peers`).
+    RankPeers(Vec<PeerId>, RequestId),
     /// The application's answer to a request it received.
     Respond(crate::node::InboundRequestId, Arc<Vec<u8>>),
     /// Answered with [`Reply::ShutDown`] once every connection is gone.
@@ -81,5 +83,6 @@ pub(crate) enum Reply {
     RoutingTable(Vec<PeerRecord>),
     PeerInfo(Option<Box<PeerDetails>>),
     Response(Result<Vec<u8>, crate::node::RequestError>),
+    Ranked(Vec<PeerId>),
     ShutDown,
 }

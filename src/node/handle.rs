@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::node::delivery::NewQueue;
-use crate::node::requests::Answer;
 use crate::peer_score::Misbehavior;
 
 /// A connected peer, as [`NodeHandle::peers`] lists it.
@@ -157,7 +156,7 @@ impl NodeHandle {
         self.inner.channel_events.get(&channel).cloned()
     }
 
-    fn submit(&self, cmd: Command) -> Result<(), SendError> {
+    pub(super) fn submit(&self, cmd: Command) -> Result<(), SendError> {
         if self.inner.shared.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
@@ -453,7 +452,7 @@ impl NodeHandle {
     }
 
     /// Sends the command `make` builds and waits up to `timeout` for its reply.
-    fn ask<T: Send + 'static>(
+    pub(super) fn ask<T: Send + 'static>(
         &self,
         make: impl FnOnce(RequestId) -> Command,
         pick: fn(Reply) -> Option<T>,
@@ -475,7 +474,7 @@ impl NodeHandle {
 
     /// The loop command for the request `make` builds, and where its reply (what
     /// `pick` takes of it) will arrive.
-    fn with_reply<T: Send + 'static>(
+    pub(super) fn with_reply<T: Send + 'static>(
         &self,
         make: impl FnOnce(RequestId) -> Command,
         pick: fn(Reply) -> Option<T>,
@@ -494,117 +493,6 @@ impl NodeHandle {
             reply,
         };
         (cmd, rx)
-    }
-
-    /// Sends `data` as a request to `peer` on `channel` and waits for the answer,
-    /// at most `timeout` ([`RequestError::TimedOut`] after it). If `peer` is not
-    /// connected, it is found (in the DHT's table, else by a lookup of its id) and
-    /// reached over a lookup-only connection, which takes no peer slot, joins no
-    /// gossip mesh and closes once idle.
-    ///
-    /// ```no_run
-    /// # fn f(node: &meshwire::NodeHandle, peer: meshwire::PeerId) -> Result<(), Box<dyn std::error::Error>> {
-    /// use std::time::Duration;
-    /// const BLOCKS: u32 = 3;
-    /// let block = node.request(peer, BLOCKS, b"height=42".to_vec(), Duration::from_secs(2))?;
-    /// # let _ = block; Ok(()) }
-    /// ```
-    pub fn request(
-        &self,
-        peer: PeerId,
-        channel: ChannelId,
-        data: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, RequestError> {
-        let data = self.request_data(channel, data)?;
-        if self.inner.shared.closed.load(Ordering::Acquire) {
-            return Err(RequestError::Closed);
-        }
-        let (cmd, rx) = self.with_reply(
-            |request| Command::Request {
-                peer,
-                channel,
-                data,
-                timeout,
-                answer: Answer::Reply(request),
-            },
-            |r| match r {
-                Reply::Response(r) => Some(r),
-                _ => None,
-            },
-        );
-        self.inner
-            .runtime
-            .submit(cmd)
-            .map_err(|_| RequestError::Closed)?;
-        // The core times the request out; the margin covers a busy loop.
-        match rx.recv_timeout(timeout + Duration::from_secs(1)) {
-            Ok(result) => result,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(RequestError::TimedOut),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(RequestError::Closed),
-        }
-    }
-
-    /// [`NodeHandle::request`] without waiting: the answer arrives as
-    /// [`Event::Response`] under the id returned.
-    pub fn request_async(
-        &self,
-        peer: PeerId,
-        channel: ChannelId,
-        data: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<OutboundRequestId, RequestError> {
-        let data = self.request_data(channel, data)?;
-        let id = OutboundRequestId(NEXT_REQUEST.fetch_add(1, Ordering::Relaxed));
-        self.submit(Command::Request {
-            peer,
-            channel,
-            data,
-            timeout,
-            answer: Answer::Event(id),
-        })
-        .map_err(|_| RequestError::Closed)?;
-        Ok(id)
-    }
-
-    /// Answers the request `id` (from [`Event::Request`]) with `data`, on the
-    /// channel it came on. An answer too late (after
-    /// [`RequestConfig::inbound_timeout`]) or to a peer gone is counted in the
-    /// metrics' drops.
-    ///
-    /// ```no_run
-    /// # fn f(node: &meshwire::NodeHandle) -> Result<(), Box<dyn std::error::Error>> {
-    /// for ev in node.events() {
-    ///     if let meshwire::Event::Request { id, data, .. } = ev {
-    ///         node.respond(id, data)?; // an echo server
-    ///     }
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn respond(&self, id: InboundRequestId, data: Vec<u8>) -> Result<(), SendError> {
-        self.submit(Command::Respond(id, Arc::new(data)))
-    }
-
-    /// Checks a request's channel and size here, before it costs the loop anything.
-    fn request_data(
-        &self,
-        channel: ChannelId,
-        data: Vec<u8>,
-    ) -> Result<Arc<Vec<u8>>, RequestError> {
-        let config = self
-            .inner
-            .shared
-            .config
-            .channel(channel)
-            .filter(|c| c.requests)
-            .ok_or(RequestError::UnknownChannel(channel))?;
-        if data.len() > config.max_message_size {
-            return Err(RequestError::TooLarge {
-                size: data.len(),
-                max: config.max_message_size,
-            });
-        }
-        Ok(Arc::new(data))
     }
 
     /// A snapshot of the node's counters.
@@ -757,7 +645,7 @@ impl NodeHandle {
 }
 
 /// Request ids of every node in the process (unique is all they need to be).
-static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+pub(super) static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn pick_lookup(r: Reply) -> Option<LookupResult> {
     match r {

@@ -5,6 +5,7 @@ pub(crate) mod core;
 pub(crate) mod delivery;
 mod event;
 mod handle;
+mod handle_requests;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
 mod peer_details;
@@ -39,6 +40,7 @@ use delivery::Delivery;
 pub use event::Event;
 use handle::HandleInner;
 pub use handle::{NodeHandle, PeerInfo};
+pub use handle_requests::{RouteOptions, RouteOutcome};
 pub use peer_details::PeerDetails;
 pub use reactor::{Reactor, ReactorError, ReactorEvent};
 pub use requests::{InboundRequestId, OutboundRequestId, RequestConfig, RequestError};

@@ -121,6 +121,8 @@ pub(crate) enum Answer {
 struct Outbound {
     peer: PeerId,
     channel: ChannelId,
+    /// When it was booked (for the round trip of its answer).
+    started: Instant,
     deadline: Instant,
     answer: Answer,
     /// The request, while it waits for a connection to the peer.
@@ -166,12 +168,14 @@ impl RequestBook {
         }
     }
 
-    /// Books a request to `peer`; `unsent` holds it until a connection is up.
-    /// Returns its wire id, or `TooManyPending`.
+    /// Books a request to `peer` at `now`; `unsent` holds it until a connection is
+    /// up. Returns its wire id, or `TooManyPending`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &mut self,
         peer: PeerId,
         channel: ChannelId,
+        now: Instant,
         deadline: Instant,
         answer: Answer,
         unsent: Option<Arc<Vec<u8>>>,
@@ -189,6 +193,7 @@ impl RequestBook {
             Outbound {
                 peer,
                 channel,
+                started: now,
                 deadline,
                 answer,
                 unsent,
@@ -197,19 +202,21 @@ impl RequestBook {
         Ok(wire)
     }
 
-    /// The answer to `wire` arrived from `peer` on `channel`: who waits for it, if
-    /// that is the peer and channel it was sent to (else `None`: late or forged).
+    /// The answer to `wire` arrived from `peer` on `channel`: who waits for it and
+    /// when it was asked, if that is the peer and channel it was sent to (else
+    /// `None`: late or forged).
     pub(crate) fn answered(
         &mut self,
         peer: PeerId,
         channel: ChannelId,
         wire: u64,
-    ) -> Option<Answer> {
+    ) -> Option<(Answer, Instant)> {
         let o = self.outbound.get(&wire)?;
         if o.peer != peer || o.channel != channel || o.unsent.is_some() {
             return None;
         }
-        self.finish_outbound(wire).map(|(_, a)| a)
+        let started = o.started;
+        self.finish_outbound(wire).map(|(_, a)| (a, started))
     }
 
     fn finish_outbound(&mut self, wire: u64) -> Option<(PeerId, Answer)> {

@@ -20,11 +20,18 @@ fn an_answer_counts_only_from_the_peer_and_channel_asked() {
     let now = Instant::now();
     let mut book = book();
     let w = book
-        .start(a, 5, now + Duration::from_secs(1), Answer::Reply(7), None)
+        .start(
+            a,
+            5,
+            now,
+            now + Duration::from_secs(1),
+            Answer::Reply(7),
+            None,
+        )
         .unwrap();
     assert_eq!(book.answered(b, 5, w), None, "another peer cannot answer");
     assert_eq!(book.answered(a, 6, w), None, "nor on another channel");
-    assert_eq!(book.answered(a, 5, w), Some(Answer::Reply(7)));
+    assert_eq!(book.answered(a, 5, w), Some((Answer::Reply(7), now)));
     assert_eq!(book.answered(a, 5, w), None, "answered once");
     assert_eq!(book.in_flight(), (0, 0));
     assert!(!book.busy_with(a));
@@ -36,15 +43,23 @@ fn outbound_per_peer_limit_and_timeouts() {
     let now = Instant::now();
     let mut book = book();
     let d = now + Duration::from_secs(1);
-    book.start(a, 5, d, Answer::Reply(1), None).unwrap();
-    book.start(a, 5, d + Duration::from_secs(1), Answer::Reply(2), None)
-        .unwrap();
+    book.start(a, 5, now, d, Answer::Reply(1), None).unwrap();
+    book.start(
+        a,
+        5,
+        now,
+        d + Duration::from_secs(1),
+        Answer::Reply(2),
+        None,
+    )
+    .unwrap();
     assert_eq!(
-        book.start(a, 5, d, Answer::Reply(3), None),
+        book.start(a, 5, now, d, Answer::Reply(3), None),
         Err(RequestError::TooManyPending)
     );
     // Another peer has its own allowance.
-    book.start(peer(2), 5, d, Answer::Reply(4), None).unwrap();
+    book.start(peer(2), 5, now, d, Answer::Reply(4), None)
+        .unwrap();
     assert_eq!(book.poll_timeout(), Some(d));
     let (timed_out, forgotten) = book.expire(d);
     assert_eq!(forgotten, 0);
@@ -52,7 +67,7 @@ fn outbound_per_peer_limit_and_timeouts() {
     assert!(timed_out.contains(&(a, Answer::Reply(1))));
     assert!(timed_out.contains(&(peer(2), Answer::Reply(4))));
     // A place came free.
-    book.start(a, 5, d, Answer::Reply(5), None).unwrap();
+    book.start(a, 5, now, d, Answer::Reply(5), None).unwrap();
 }
 
 #[test]
@@ -92,7 +107,7 @@ fn unsent_requests_wait_for_a_connection_and_fail_with_the_peer() {
     let d = now + Duration::from_secs(1);
     let data = Arc::new(vec![1, 2, 3]);
     let w = book
-        .start(a, 5, d, Answer::Reply(1), Some(data.clone()))
+        .start(a, 5, now, d, Answer::Reply(1), Some(data.clone()))
         .unwrap();
     assert!(book.has_unsent(a));
     assert_eq!(

@@ -16,6 +16,10 @@ impl NodeCore {
                 answer,
             } => self.start_request(peer, channel, data, timeout, answer, now),
             Command::Respond(request, data) => self.respond(request, data, now),
+            Command::RankPeers(peers, request) => {
+                let ranked = self.rank_peers(peers, now);
+                self.reply(request, Reply::Ranked(ranked));
+            }
             Command::Send {
                 peer,
                 channel,

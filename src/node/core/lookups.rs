@@ -41,6 +41,13 @@ impl NodeCore {
                 continue;
             }
             self.close_conn(id, LocalClose::Requested, true, now);
+            // A closing connection carries nothing new: the next DHT message or
+            // request to the peer dials afresh instead of failing on this one.
+            if let Some(peer) = peer {
+                if self.kad_conns.get(&peer) == Some(&id) {
+                    self.kad_conns.remove(&peer);
+                }
+            }
         }
     }
 

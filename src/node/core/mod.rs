@@ -155,6 +155,8 @@ pub(crate) struct NodeCore {
     /// Channels a lookup-only connection may carry: the DHT's, and the
     /// application's for requests (not gossip's).
     light_channels: Vec<ChannelId>,
+    /// Smoothed round trip of requests' answers, per peer (bounded).
+    request_rtt: Map<PeerId, Duration>,
 }
 
 impl NodeCore {
@@ -241,6 +243,7 @@ impl NodeCore {
             requests: RequestBook::new(config_requests),
             request_lookups: Map::default(),
             light_channels,
+            request_rtt: Map::default(),
         }
     }
 

@@ -8,13 +8,18 @@ use crate::mux::{RefuseReason, Tag};
 use crate::node::requests::{Answer, InboundRequestId};
 use crate::node::RequestError;
 
+/// Peers whose answers' round trip is remembered, at most.
+const MAX_REQUEST_RTTS: usize = 4096;
+
 impl NodeCore {
-    /// The connection requests to `peer` use: its full one, else a lookup-only one.
+    /// The connection requests to `peer` use: its full one, else a lookup-only one
+    /// (not one that is closing).
     fn request_conn(&self, peer: &PeerId) -> Option<ConnId> {
-        self.peers
-            .get(peer)
-            .or_else(|| self.kad_conns.get(peer))
+        [self.peers.get(peer), self.kad_conns.get(peer)]
+            .into_iter()
+            .flatten()
             .copied()
+            .find(|id| self.conns.get(id).is_some_and(|e| !e.conn.is_closing()))
     }
 
     pub(super) fn start_request(
@@ -40,7 +45,10 @@ impl NodeCore {
         });
         match (conn, ready) {
             (Some(id), Some((true, false))) => {
-                match self.requests.start(peer, channel, deadline, answer, None) {
+                match self
+                    .requests
+                    .start(peer, channel, now, deadline, answer, None)
+                {
                     Ok(wire) => self.send_request(id, peer, wire, channel, data, now),
                     Err(e) => self.answer(answer, peer, Err(e)),
                 }
@@ -50,17 +58,17 @@ impl NodeCore {
             }
             (Some(_), _) => {
                 // Still handshaking: it goes out once the connection is up.
-                if let Err(e) = self
-                    .requests
-                    .start(peer, channel, deadline, answer, Some(data))
+                if let Err(e) =
+                    self.requests
+                        .start(peer, channel, now, deadline, answer, Some(data))
                 {
                     self.answer(answer, peer, Err(e));
                 }
             }
             (None, _) => {
-                if let Err(e) = self
-                    .requests
-                    .start(peer, channel, deadline, answer, Some(data))
+                if let Err(e) =
+                    self.requests
+                        .start(peer, channel, now, deadline, answer, Some(data))
                 {
                     return self.answer(answer, peer, Err(e));
                 }
@@ -83,6 +91,15 @@ impl NodeCore {
             .records()
             .find(|r| r.id == peer)
             .and_then(|r| r.addrs.first().copied());
+        log::debug!(
+            "requests to {}: dialing, address {}",
+            peer.short(),
+            if known.is_some() {
+                "in the table"
+            } else {
+                "to be looked up"
+            }
+        );
         match known {
             Some(addr) => self.dial_for_requests(peer, addr, now),
             None => {
@@ -127,6 +144,12 @@ impl NodeCore {
             .iter()
             .find(|r| r.id == peer)
             .and_then(|r| r.addrs.first().copied());
+        log::debug!(
+            "requests to {}: lookup found {} of {} closest",
+            peer.short(),
+            if addr.is_some() { "it among" } else { "none" },
+            result.closest.len()
+        );
         match addr {
             Some(addr) => self.dial_for_requests(peer, addr, now),
             None => self.requests_unreachable(peer),
@@ -134,6 +157,7 @@ impl NodeCore {
     }
 
     fn requests_unreachable(&mut self, peer: PeerId) {
+        log::debug!("requests to {}: unreachable", peer.short());
         for a in self.requests.peer_gone(peer) {
             self.answer(a, peer, Err(RequestError::Unreachable));
         }
@@ -239,7 +263,10 @@ impl NodeCore {
                     _ => Ok(data),
                 };
                 match self.requests.answered(peer, channel, wire) {
-                    Some(a) => self.answer(a, peer, result),
+                    Some((a, started)) => {
+                        self.observe_request_rtt(peer, now.saturating_duration_since(started));
+                        self.answer(a, peer, result)
+                    }
                     // Late (after its timeout) or never asked: bounded work, dropped.
                     None => Metrics::count(&mut self.metrics.drops, "response_unexpected"),
                 }
@@ -298,7 +325,50 @@ impl NodeCore {
         }
     }
 
+    /// Keeps a smoothed round trip of `peer`'s answers (7/8 old, as TCP's SRTT), so
+    /// providers met only over lookup-only connections can be ranked too. Bounded:
+    /// when full, an arbitrary entry makes room.
+    fn observe_request_rtt(&mut self, peer: PeerId, sample: Duration) {
+        if !self.request_rtt.contains_key(&peer) && self.request_rtt.len() >= MAX_REQUEST_RTTS {
+            if let Some(victim) = self.request_rtt.keys().next().copied() {
+                self.request_rtt.remove(&victim);
+            }
+        }
+        let rtt = self.request_rtt.entry(peer).or_insert(sample);
+        *rtt = (*rtt * 7 + sample) / 8;
+    }
+
+    /// `peers` best first: by score, then by round-trip time (the connection's
+    /// keepalive, else the answers' own), those never timed last; ties keep their
+    /// order. Banned peers are left out.
+    pub(super) fn rank_peers(&mut self, peers: Vec<PeerId>, now: Instant) -> Vec<PeerId> {
+        let mut ranked: Vec<(PeerId, f64, Duration)> = Vec::with_capacity(peers.len());
+        for p in peers {
+            if self.manager.is_banned(&p, now) {
+                continue;
+            }
+            let score = self.manager.score(&p, now).total;
+            let conn_rtt = self
+                .request_conn(&p)
+                .and_then(|id| self.conns.get(&id))
+                .and_then(|e| e.conn.rtt());
+            let rtt = conn_rtt
+                .or_else(|| self.request_rtt.get(&p).copied())
+                .unwrap_or(Duration::MAX);
+            ranked.push((p, score, rtt));
+        }
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
+        ranked.into_iter().map(|(p, _, _)| p).collect()
+    }
+
     fn answer(&mut self, answer: Answer, peer: PeerId, result: Result<Vec<u8>, RequestError>) {
+        if let Err(
+            RequestError::TimedOut | RequestError::Disconnected | RequestError::Unreachable,
+        ) = &result
+        {
+            // A peer that failed us is not ranked by an old round trip any more.
+            self.request_rtt.remove(&peer);
+        }
         match answer {
             Answer::Reply(request) => self.reply(request, Reply::Response(result)),
             Answer::Event(id) => self.delivery_push(Event::Response { id, peer, result }, None),
