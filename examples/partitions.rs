@@ -121,7 +121,7 @@ fn main() {
     );
     for (p, part) in nodes.iter().enumerate() {
         for n in part {
-            let _ = n.provide(partition_key(p));
+            let _ = n.provide_with(partition_key(p), format!("partition={p}").into_bytes());
         }
     }
     // Every partition has its providers findable from everywhere.
@@ -130,7 +130,12 @@ fn main() {
             let asker = &nodes[(p + 1) % PARTITIONS][0];
             asker
                 .find_providers_blocking(partition_key(p), Duration::from_secs(5))
-                .map(|r| r.providers.len() >= PER_PARTITION / 2)
+                .map(|r| {
+                    // What each provider signed comes with it.
+                    let tag = format!("partition={p}").into_bytes();
+                    r.providers.len() >= PER_PARTITION / 2
+                        && r.providers.iter().all(|pr| pr.metadata == tag)
+                })
                 .unwrap_or(false)
         })
     });

@@ -88,7 +88,7 @@ fn fifty_nodes_that_know_one_seed_find_every_other_node() {
     assert!(eventually(Duration::from_secs(10), || {
         nodes[42]
             .find_providers_blocking(service, Duration::from_secs(10))
-            .map(|r| r.providers.iter().any(|p| p.id == ids[17]))
+            .map(|r| r.providers.iter().any(|p| p.id() == ids[17]))
             .unwrap_or(false)
     }));
     for n in &nodes {
@@ -175,7 +175,7 @@ fn named_services_stop_being_found_once_their_provider_stops_and_records_carry_t
     let finds = |key| {
         seeker
             .find_providers_blocking(key, Duration::from_secs(5))
-            .is_ok_and(|r| r.providers.iter().any(|p| p.id == provider.peer_id()))
+            .is_ok_and(|r| r.providers.iter().any(|p| p.id() == provider.peer_id()))
     };
     assert!(eventually(Duration::from_secs(10), || finds(partition)));
     provider.stop_providing(partition).unwrap();

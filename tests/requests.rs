@@ -246,10 +246,21 @@ fn a_peer_we_are_not_connected_to_is_reached_without_a_slot() {
         RouteOutcome::NoProvider
     );
     let key = key_from_name("test/echo");
-    c.provide(key).unwrap();
+    c.provide_with(key, b"echo v1".to_vec()).unwrap();
     assert!(eventually(Duration::from_secs(10), || a
         .find_providers_blocking(key, T)
-        .is_ok_and(|r| r.providers.iter().any(|p| p.id == c.peer_id()))));
+        .is_ok_and(|r| {
+            r.providers
+                .iter()
+                .any(|p| p.id() == c.peer_id() && p.metadata == b"echo v1")
+        })));
+    assert!(matches!(
+        c.provide_with(key, vec![0; 257]),
+        Err(meshwire::SendError::TooLarge {
+            size: 257,
+            max: 256
+        })
+    ));
     assert_eq!(
         a.route(key, CH, b"quiet".to_vec(), opts.clone()),
         RouteOutcome::AllFailed {

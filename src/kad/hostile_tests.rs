@@ -135,3 +135,52 @@ fn diversity_counts_the_address_a_peer_is_seen_on_not_the_one_it_claims() {
     assert_eq!(t.insert(r, Some(seen), now), table::Insert::Refused);
     assert!(t.get(&k.peer_id()).is_none());
 }
+
+#[test]
+fn a_provider_announcement_must_be_the_provider_own_and_small() {
+    let mut o = one(3, KadConfig::default());
+    let key = [0x42u8; 32];
+    let misbehaved = |o: &mut One| {
+        let mut n = 0;
+        while let Some(out) = o.kad.poll_output() {
+            n += usize::from(matches!(out, KadOutput::Misbehaved { .. }));
+        }
+        n
+    };
+    let announce = |o: &One, i: usize, metadata: &[u8], signer: usize| {
+        let signature = crate::kad::provider::sign(&o.peers[signer], &key, metadata);
+        o.request(
+            i,
+            wire::kad_request::Body::AddProvider(wire::AddProvider {
+                key: key.to_vec(),
+                ttl_secs: 60,
+                metadata: metadata.to_vec(),
+                signature,
+            }),
+        )
+    };
+    let peer = |o: &One, i: usize| o.peers[i].peer_id();
+    // Peer 0 sends an announcement that peer 1's key signed: no one can make another
+    // node a provider (or change what it says). Refused and reported.
+    let forged = announce(&o, 0, b"x", 1);
+    o.kad
+        .handle_message(peer(&o, 0), Some(addr_of(0).ip()), &forged, o.now);
+    assert_eq!(misbehaved(&mut o), 1);
+    // Oversized metadata: refused before any signature check.
+    let big = announce(&o, 1, &[0u8; 300], 1);
+    o.kad
+        .handle_message(peer(&o, 1), Some(addr_of(1).ip()), &big, o.now);
+    assert_eq!(misbehaved(&mut o), 1);
+    assert_eq!(o.kad.provider_records(), 0);
+    // Its own, small: stored with its metadata.
+    let good = announce(&o, 2, b"shard=2", 2);
+    o.kad
+        .handle_message(peer(&o, 2), Some(addr_of(2).ip()), &good, o.now);
+    assert_eq!(misbehaved(&mut o), 0);
+    let held = o.kad.providers.get(&key, o.now);
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].id(), held[0].metadata.as_slice()),
+        (peer(&o, 2), &b"shard=2"[..])
+    );
+}

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::identity::PeerId;
 use crate::kad::key::{distance, key_of, Key};
+use crate::kad::provider::{Provider, UncheckedProvider};
 use crate::kad::record::{PeerRecord, UncheckedRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub struct Lookup {
     /// By distance to the target.
     candidates: BTreeMap<Key, Candidate>,
     /// Providers found (GetProviders lookups), unverified, with who named them.
-    providers: HashMap<PeerId, (UncheckedRecord, PeerId)>,
+    providers: HashMap<PeerId, (UncheckedProvider, PeerId)>,
 }
 
 /// Most providers one lookup collects.
@@ -180,7 +181,7 @@ impl Lookup {
         &mut self,
         peer: &PeerId,
         closer: Vec<UncheckedRecord>,
-        providers: Vec<UncheckedRecord>,
+        providers: Vec<UncheckedProvider>,
     ) {
         let Some(c) = self.find(peer) else { return };
         if c.state != State::InFlight {
@@ -196,7 +197,7 @@ impl Lookup {
             if self.providers.len() >= MAX_LOOKUP_PROVIDERS {
                 break;
             }
-            self.providers.entry(p.id).or_insert((p, *peer));
+            self.providers.entry(p.record.id).or_insert((p, *peer));
         }
     }
 
@@ -245,18 +246,22 @@ impl Lookup {
         (records, hops)
     }
 
-    /// The providers found, each passed to `verify` (with who named it); those that
-    /// fail are left out.
+    /// The providers found: each record passed to `verify` (with who named it), then
+    /// its announcement of the target checked; those that fail are left out.
     pub fn take_providers(
         &mut self,
         mut verify: impl FnMut(UncheckedRecord, PeerId) -> Option<PeerRecord>,
-    ) -> Vec<PeerRecord> {
-        let mut found: Vec<(UncheckedRecord, PeerId)> =
+    ) -> Vec<Provider> {
+        let mut found: Vec<(UncheckedProvider, PeerId)> =
             std::mem::take(&mut self.providers).into_values().collect();
-        found.sort_by_key(|(r, _)| r.id);
+        found.sort_by_key(|(p, _)| p.record.id);
+        let target = self.target;
         found
             .into_iter()
-            .filter_map(|(r, from)| verify(r, from))
+            .filter_map(|(p, from)| {
+                let record = verify(p.record, from)?;
+                Provider::verified(record, &target, p.metadata, p.signature)
+            })
             .collect()
     }
 }

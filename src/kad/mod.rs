@@ -4,6 +4,7 @@
 
 pub mod key;
 pub mod lookup;
+pub mod provider;
 pub mod providers;
 mod queries;
 /// Signed peer records (shared with gossip's peer exchange).
@@ -140,8 +141,8 @@ pub struct LookupResult {
     pub target: Key,
     /// The closest nodes that answered (at most k).
     pub closest: Vec<PeerRecord>,
-    /// Providers found (GetProviders).
-    pub providers: Vec<PeerRecord>,
+    /// Providers found (GetProviders), each with the metadata it signed.
+    pub providers: Vec<provider::Provider>,
     /// Most hops to any of `closest`.
     pub hops: u32,
     /// Time the lookup took.
@@ -177,7 +178,8 @@ pub struct Kademlia {
     /// The pending requests' deadlines, in order: the next one without a scan.
     deadlines: std::collections::BTreeSet<(Instant, u64)>,
     providers: ProviderStore,
-    provided: Map<Key, Instant>,
+    /// Keys we provide: when to republish, and our signed announcement.
+    provided: Map<Key, (Instant, Vec<u8>, Vec<u8>)>,
     rates: RateTable<PeerId>,
     /// Records verified lately: each is checked once, not per copy.
     verified: VerifiedRecords,

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use crate::identity::PeerId;
 use crate::kad::key::Key;
-use crate::kad::record::PeerRecord;
+use crate::kad::provider::Provider;
 
 /// A bounded store of provider records.
 #[derive(Debug, Clone)]
 pub struct ProviderStore {
-    by_key: Map<Key, Vec<(PeerRecord, Instant)>>,
+    by_key: Map<Key, Vec<(Provider, Instant)>>,
     per_key: usize,
     total_max: usize,
     total: usize,
@@ -36,31 +36,34 @@ impl ProviderStore {
     }
 
     /// Adds or renews `provider` for `key` until `now + ttl`; `false` if full.
-    pub fn add(&mut self, key: Key, provider: PeerRecord, ttl: Duration, now: Instant) -> bool {
+    pub fn add(&mut self, key: Key, provider: Provider, ttl: Duration, now: Instant) -> bool {
         let expires = now + ttl;
+        let id = provider.id();
         let list = self.by_key.entry(key).or_default();
-        if let Some(slot) = list.iter_mut().find(|(p, _)| p.id == provider.id) {
-            if provider.seq >= slot.0.seq {
+        if let Some(slot) = list.iter_mut().find(|(p, _)| p.id() == id) {
+            // The latest announcement wins (its metadata may have changed), unless
+            // it comes with an older record.
+            if provider.record.seq >= slot.0.record.seq {
                 slot.0 = provider;
             }
             slot.1 = slot.1.max(expires);
             return true;
         }
-        let held = self.per_peer.get(&provider.id).copied().unwrap_or(0);
+        let held = self.per_peer.get(&id).copied().unwrap_or(0);
         if list.len() >= self.per_key || self.total >= self.total_max || held >= self.per_peer_max {
             if list.is_empty() {
                 self.by_key.remove(&key);
             }
             return false;
         }
-        *self.per_peer.entry(provider.id).or_default() += 1;
+        *self.per_peer.entry(id).or_default() += 1;
         list.push((provider, expires));
         self.total += 1;
         true
     }
 
     /// Live providers of `key`.
-    pub fn get(&self, key: &Key, now: Instant) -> Vec<PeerRecord> {
+    pub fn get(&self, key: &Key, now: Instant) -> Vec<Provider> {
         self.by_key
             .get(key)
             .map(|l| {
@@ -81,10 +84,10 @@ impl ProviderStore {
                 let live = *e > now;
                 if !live {
                     removed += 1;
-                    if let Some(n) = per_peer.get_mut(&p.id) {
+                    if let Some(n) = per_peer.get_mut(&p.id()) {
                         *n -= 1;
                         if *n == 0 {
-                            per_peer.remove(&p.id);
+                            per_peer.remove(&p.id());
                         }
                     }
                 }
@@ -107,7 +110,7 @@ impl ProviderStore {
 
     /// Whether `peer` provides `key`.
     pub fn provides(&self, key: &Key, peer: &PeerId, now: Instant) -> bool {
-        self.get(key, now).iter().any(|p| p.id == *peer)
+        self.get(key, now).iter().any(|p| p.id() == *peer)
     }
 }
 
@@ -115,10 +118,13 @@ impl ProviderStore {
 mod tests {
     use super::*;
     use crate::identity::Keypair;
+    use crate::kad::record::PeerRecord;
 
-    fn rec() -> PeerRecord {
+    /// A provider (the store checks no signatures: what reaches it was checked).
+    fn rec() -> Provider {
         let key = Keypair::generate().unwrap();
-        PeerRecord::sign(&key, &["10.0.0.1:1".parse().unwrap()], 1)
+        let record = PeerRecord::sign(&key, &["10.0.0.1:1".parse().unwrap()], 1);
+        Provider::own(record, Vec::new(), Vec::new())
     }
 
     #[test]
@@ -147,8 +153,8 @@ mod tests {
         // Renewal extends the TTL.
         assert!(s.add([1; 32], b.clone(), Duration::from_secs(100), now));
         s.expire(now + Duration::from_secs(50));
-        assert!(s.provides(&[1; 32], &b.id, now + Duration::from_secs(50)));
-        assert!(!s.provides(&[2; 32], &c.id, now + Duration::from_secs(50)));
+        assert!(s.provides(&[1; 32], &b.id(), now + Duration::from_secs(50)));
+        assert!(!s.provides(&[2; 32], &c.id(), now + Duration::from_secs(50)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! provider announcements, bucket refreshes, and the requests they send.
 
 use super::*;
+use crate::kad::provider::Provider;
 
 impl Kademlia {
     // ------------------------------------------------------------ lookups
@@ -16,10 +17,26 @@ impl Kademlia {
         self.start_lookup(key, LookupKind::GetProviders, now)
     }
 
-    /// Announces this node as a provider of `key`, now and every republish interval.
-    pub fn provide(&mut self, key: Key, now: Instant) -> Option<LookupId> {
-        self.provided.insert(key, now + self.config.republish_every);
+    /// Announces this node as a provider of `key`, now and every republish
+    /// interval, with `metadata` and `signature`, its announcement signed with this
+    /// node's key ([`crate::kad::provider::sign`]).
+    pub fn provide(
+        &mut self,
+        key: Key,
+        metadata: Vec<u8>,
+        signature: Vec<u8>,
+        now: Instant,
+    ) -> Option<LookupId> {
+        let republish = now + self.config.republish_every;
+        self.provided.insert(key, (republish, metadata, signature));
         self.start_lookup(key, LookupKind::Provide, now)
+    }
+
+    fn republish(&mut self, key: Key, now: Instant) {
+        if let Some(entry) = self.provided.get_mut(&key) {
+            entry.0 = now + self.config.republish_every;
+            self.start_lookup(key, LookupKind::Provide, now);
+        }
     }
 
     /// Stops republishing `key`.
@@ -114,18 +131,24 @@ impl Kademlia {
         let target = *run.lookup.target();
         match run.kind {
             LookupKind::Provide => {
-                let ttl = self.config.provider_ttl.as_secs();
-                for r in &closest {
-                    let body = wire::kad_request::Body::AddProvider(wire::AddProvider {
-                        key: target.to_vec(),
-                        ttl_secs: ttl,
-                    });
-                    self.request(r.id, r.addrs.clone(), body, None, false, now);
+                // Stopped providing while the lookup ran: nothing to announce.
+                if let Some((_, metadata, signature)) = self.provided.get(&target).cloned() {
+                    let ttl = self.config.provider_ttl.as_secs();
+                    for r in &closest {
+                        let body = wire::kad_request::Body::AddProvider(wire::AddProvider {
+                            key: target.to_vec(),
+                            ttl_secs: ttl,
+                            metadata: metadata.clone(),
+                            signature: signature.clone(),
+                        });
+                        self.request(r.id, r.addrs.clone(), body, None, false, now);
+                    }
+                    // Providers also remember themselves, so a lookup that reaches them
+                    // finds them.
+                    let me = Provider::own(self.record.clone(), metadata, signature);
+                    self.providers
+                        .add(target, me, self.config.provider_ttl, now);
                 }
-                // Providers also remember themselves, so a lookup that reaches them finds them.
-                let me = self.record.clone();
-                self.providers
-                    .add(target, me, self.config.provider_ttl, now);
             }
             LookupKind::Bootstrap => self.refresh(now, true),
             _ => {}
@@ -138,8 +161,8 @@ impl Kademlia {
         self.report_forgers(forgers);
         if run.kind == LookupKind::GetProviders {
             providers.extend(self.providers.get(&target, now));
-            providers.sort_by_key(|p| p.id);
-            providers.dedup_by_key(|p| p.id);
+            providers.sort_by_key(|p| p.id());
+            providers.dedup_by_key(|p| p.id());
         }
         self.results.push_back(LookupResult {
             id,
@@ -277,7 +300,7 @@ impl Kademlia {
         if let Some(started) = self.lookups.values().next().map(|r| r.started) {
             at = at.min(started + self.config.lookup_timeout);
         }
-        for t in self.provided.values() {
+        for (t, _, _) in self.provided.values() {
             at = at.min(*t);
         }
         Some(at)
@@ -311,11 +334,11 @@ impl Kademlia {
         let due: Vec<Key> = self
             .provided
             .iter()
-            .filter(|(_, t)| **t <= now)
+            .filter(|(_, (t, _, _))| *t <= now)
             .map(|(k, _)| *k)
             .collect();
         for key in due {
-            self.provide(key, now);
+            self.republish(key, now);
         }
         if now >= self.next_refresh {
             self.next_refresh = now + self.config.refresh_every;

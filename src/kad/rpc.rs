@@ -2,6 +2,7 @@
 //! records learned into the table; misbehaviour reported.
 
 use super::*;
+use crate::kad::provider::{Provider, UncheckedProvider, MAX_PROVIDER_METADATA};
 use crate::kad::shape;
 
 impl Kademlia {
@@ -155,7 +156,7 @@ impl Kademlia {
                     .providers
                     .get(&key, now)
                     .iter()
-                    .map(PeerRecord::to_wire)
+                    .map(Provider::to_wire)
                     .collect();
                 resp.closer = self.closest_except(&key, k, from);
             }
@@ -166,10 +167,18 @@ impl Kademlia {
                 let Some(rec) = sender else {
                     return self.misbehaved(from, "provider without a record");
                 };
-                // Our TTL cap, and a cap per provider, whatever the peer asks for.
-                let ttl = Duration::from_secs(a.ttl_secs).min(self.config.provider_ttl);
+                // The metadata's bound is checked before the signature is.
+                if a.metadata.len() > MAX_PROVIDER_METADATA {
+                    return self.misbehaved(from, "provider metadata too large");
+                }
                 if !self.private.contains(&from) {
-                    self.providers.add(key, rec, ttl, now);
+                    let Some(provider) = Provider::verified(rec, &key, a.metadata, a.signature)
+                    else {
+                        return self.misbehaved(from, "bad provider signature");
+                    };
+                    // Our TTL cap, and a cap per provider, whatever the peer asks for.
+                    let ttl = Duration::from_secs(a.ttl_secs).min(self.config.provider_ttl);
+                    self.providers.add(key, provider, ttl, now);
                 }
             }
             None => return self.misbehaved(from, "kad request without body"),
@@ -241,7 +250,15 @@ impl Kademlia {
                 .collect()
         };
         let closer = parse(resp.closer);
-        let providers = parse(resp.providers);
+        let providers: Vec<UncheckedProvider> = resp
+            .providers
+            .into_iter()
+            .filter_map(|p| {
+                let parsed = UncheckedProvider::parse(p);
+                malformed |= parsed.is_none();
+                parsed
+            })
+            .collect();
         if malformed {
             self.misbehaved(from, "malformed peer record");
         }

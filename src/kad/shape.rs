@@ -10,7 +10,8 @@ const MSG_REQUEST: u64 = 1;
 const MSG_RESPONSE: u64 = 2;
 const SENDER: u64 = 2;
 const RESP_CLOSER: u64 = 3;
-const RESP_PROVIDERS: u64 = 4;
+const RESP_PROVIDERS: u64 = 5;
+const PROVIDER_PEER: u64 = 1;
 const RECORD_ADDRS: u64 = 2;
 /// Fields a `KadMessage` has (one of two), with slack for unknown ones.
 const MAX_TOP_FIELDS: usize = 4;
@@ -57,11 +58,24 @@ fn check_body(
             RESP_PROVIDERS if response => providers += 1,
             _ => n += 1,
         }
-        let list = response && matches!(field, RESP_CLOSER | RESP_PROVIDERS);
-        let is_record = field == SENDER || list;
+        let is_record = field == SENDER || (response && field == RESP_CLOSER);
         if let (true, Some(record)) = (is_record, inner) {
             if count_field(record, RECORD_ADDRS)? > MAX_RECORD_ADDRS {
                 return Ok(false);
+            }
+        }
+        if let (true, RESP_PROVIDERS, Some(provider)) = (response, field, inner) {
+            // One record in each (a repeated one would be merged, addresses and all).
+            let mut peers = 0;
+            for f in fields(provider) {
+                let (inner_field, record) = f?;
+                if inner_field == PROVIDER_PEER {
+                    peers += 1;
+                    let addrs = count_field(record.unwrap_or_default(), RECORD_ADDRS)?;
+                    if peers > 1 || addrs > MAX_RECORD_ADDRS {
+                        return Ok(false);
+                    }
+                }
             }
         }
     }

@@ -260,7 +260,8 @@ fn providers_are_found_and_expire_at_their_ttl() {
     let mut net = build(100, config, 21);
     let service = [0xabu8; 32];
     let now = net.now;
-    net.nodes[7].provide(service, now);
+    let sig = crate::kad::provider::sign(&net.keys[7], &service, b"v=2");
+    net.nodes[7].provide(service, b"v=2".to_vec(), sig, now);
     net.touch(7);
     net.pump();
     net.nodes[7].stop_providing(&service);
@@ -274,8 +275,12 @@ fn providers_are_found_and_expire_at_their_ttl() {
         .unwrap()
         .1;
     assert_eq!(
-        r.providers.iter().map(|p| p.id).collect::<Vec<_>>(),
+        r.providers.iter().map(|p| p.id()).collect::<Vec<_>>(),
         vec![net.id(7)]
+    );
+    assert_eq!(
+        r.providers[0].metadata, b"v=2",
+        "the signed metadata came along"
     );
 
     // Past the TTL, with no republishing, the records are gone everywhere.
@@ -423,7 +428,8 @@ fn sentry_net(private: bool) -> SimNet {
     // It talks to its sentry (node 0) and, through the lookups it runs, to others.
     net.join(30, 0);
     let now = net.now;
-    net.nodes[30].provide(SERVICE, now);
+    let sig = crate::kad::provider::sign(&net.keys[30], &SERVICE, b"");
+    net.nodes[30].provide(SERVICE, Vec::new(), sig, now);
     net.touch(30);
     net.pump();
     net

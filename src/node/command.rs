@@ -51,7 +51,8 @@ pub(crate) enum Command {
     /// With a request id the result is a [`Reply::Lookup`], else an event.
     FindNode(Key, Option<RequestId>),
     FindProviders(Key, Option<RequestId>),
-    Provide(Key),
+    /// A key and the metadata to announce with it (checked for size).
+    Provide(Key, Vec<u8>),
     StopProviding(Key),
     RoutingTable(RequestId),
     /// A request to `peer`: answered as `answer` says.

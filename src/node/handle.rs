@@ -609,7 +609,30 @@ impl NodeHandle {
     /// Announces this node as a provider of `key` (a service, a partition) to the
     /// nodes closest to it, and keeps republishing it.
     pub fn provide(&self, key: Key) -> Result<(), SendError> {
-        self.submit(Command::Provide(key))
+        self.provide_with(key, Vec::new())
+    }
+
+    /// [`NodeHandle::provide`] with `metadata` (at most
+    /// [`MAX_PROVIDER_METADATA`](crate::kad::provider::MAX_PROVIDER_METADATA)
+    /// bytes: a version, a shard, a capacity) in the signed announcement, which
+    /// [`NodeHandle::find_providers`] returns with the provider. Providing the key
+    /// again replaces the metadata.
+    ///
+    /// ```no_run
+    /// # fn f(node: &meshwire::NodeHandle) -> Result<(), meshwire::SendError> {
+    /// use meshwire::kad::key::key_from_name;
+    /// node.provide_with(key_from_name("acc/partition/X"), b"api=v2;height=1042".to_vec())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn provide_with(&self, key: Key, metadata: Vec<u8>) -> Result<(), SendError> {
+        let max = crate::kad::provider::MAX_PROVIDER_METADATA;
+        if metadata.len() > max {
+            return Err(SendError::TooLarge {
+                size: metadata.len(),
+                max,
+            });
+        }
+        self.submit(Command::Provide(key, metadata))
     }
 
     /// Stops announcing this node as a provider of `key`: it is no longer

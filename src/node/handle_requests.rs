@@ -204,7 +204,7 @@ impl NodeHandle {
             Ok(r) => r.providers,
             Err(e) => return RouteOutcome::LookupFailed(e),
         };
-        let providers: Vec<PeerId> = found.iter().map(|r| r.id).filter(|p| *p != me).collect();
+        let providers: Vec<PeerId> = found.iter().map(|r| r.id()).filter(|p| *p != me).collect();
         if providers.is_empty() {
             return RouteOutcome::NoProvider;
         }

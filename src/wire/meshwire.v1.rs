@@ -397,6 +397,24 @@ pub struct AddProvider {
     pub key: ::prost::alloc::vec::Vec<u8>,
     #[prost(uint64, tag = "2")]
     pub ttl_secs: u64,
+    /// What the provider says about its offer (at most 256 bytes, opaque to the DHT).
+    #[prost(bytes = "vec", tag = "3")]
+    pub metadata: ::prost::alloc::vec::Vec<u8>,
+    /// The provider's Ed25519 signature over its announcement (PROTOCOL.md, Kademlia):
+    /// whoever stores or relays it cannot change the metadata or make one up.
+    #[prost(bytes = "vec", tag = "4")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+}
+/// A provider of a key as the DHT stores and returns it: the provider's own record
+/// and its signed announcement.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProviderRecord {
+    #[prost(message, optional, tag = "1")]
+    pub peer: ::core::option::Option<PeerRecord>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub metadata: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct KadRequest {
@@ -434,8 +452,8 @@ pub struct KadResponse {
     #[prost(message, repeated, tag = "3")]
     pub closer: ::prost::alloc::vec::Vec<PeerRecord>,
     /// Providers of the requested key (GetProviders only, at most 20).
-    #[prost(message, repeated, tag = "4")]
-    pub providers: ::prost::alloc::vec::Vec<PeerRecord>,
+    #[prost(message, repeated, tag = "5")]
+    pub providers: ::prost::alloc::vec::Vec<ProviderRecord>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct KadMessage {

@@ -125,8 +125,13 @@ impl NodeCore {
             Command::FindProviders(key, reply) => {
                 self.user_lookup(key, LookupKind::GetProviders, reply, now)
             }
-            Command::Provide(key) => {
-                let id = self.kad.as_mut().and_then(|k| k.provide(key, now));
+            Command::Provide(key, metadata) => {
+                // Signed here: the DHT holds no key of ours.
+                let signature = crate::kad::provider::sign(&self.key, &key, &metadata);
+                let id = self
+                    .kad
+                    .as_mut()
+                    .and_then(|k| k.provide(key, metadata, signature, now));
                 self.user_lookups.extend(id);
                 self.drain_kad(now);
             }
