@@ -177,6 +177,7 @@ pub mod conn;
 mod driver;
 pub mod error;
 pub mod gossip;
+pub mod histogram;
 pub mod identity;
 pub mod kad;
 pub mod metrics;

@@ -3,7 +3,17 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+pub use crate::histogram::Histogram;
 use crate::mux::{ChannelCounters, ChannelId};
+
+/// Bytes on the wire of one connection (frames, headers and all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerBytes {
+    /// Read from its socket.
+    pub read: u64,
+    /// Written to it.
+    pub written: u64,
+}
 
 /// A snapshot of a node's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,8 +58,15 @@ pub struct Metrics {
     pub dht_provider_records: u64,
     /// DHT lookups running now.
     pub dht_lookups_running: u64,
+    /// Keys we provide now.
+    pub dht_providing: u64,
+    /// How long DHT lookups took (every finished lookup: ours, the application's,
+    /// table refreshes).
+    pub dht_lookup_latency: Histogram,
     /// Smoothed keepalive round-trip time per connected peer that has one.
     pub peer_rtt: BTreeMap<crate::identity::PeerId, std::time::Duration>,
+    /// Bytes on the wire per connected peer, both ways.
+    pub peer_bytes: BTreeMap<crate::identity::PeerId, PeerBytes>,
     /// Events waiting for room in the application's queues now (bounded by the
     /// receive credit of the messages among them).
     pub waiting_events: u64,
@@ -231,6 +248,39 @@ impl Metrics {
             "gauge",
             self.dht_lookups_running,
         );
+        gauge(
+            &mut s,
+            "dht_providing_keys",
+            "Keys this node provides.",
+            "gauge",
+            self.dht_providing,
+        );
+        let _ = writeln!(
+            s,
+            "# HELP meshwire_dht_lookup_seconds How long DHT lookups took."
+        );
+        let _ = writeln!(s, "# TYPE meshwire_dht_lookup_seconds histogram");
+        self.dht_lookup_latency
+            .write_prometheus(&mut s, "meshwire_dht_lookup_seconds", "");
+        for (name, help, read) in [
+            (
+                "peer_read_bytes_total",
+                "Bytes read from the peer's connection.",
+                true,
+            ),
+            (
+                "peer_written_bytes_total",
+                "Bytes written to the peer's connection.",
+                false,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP meshwire_{name} {help}");
+            let _ = writeln!(s, "# TYPE meshwire_{name} counter");
+            for (peer, b) in &self.peer_bytes {
+                let v = if read { b.read } else { b.written };
+                let _ = writeln!(s, "meshwire_{name}{{peer=\"{peer}\"}} {v}");
+            }
+        }
         let _ = writeln!(
             s,
             "# HELP meshwire_peer_rtt_seconds Smoothed keepalive round-trip time."
@@ -243,7 +293,7 @@ impl Metrics {
                 rtt.as_secs_f64()
             );
         }
-        let per_topic: [(&str, &str, TopicGetter); 6] = [
+        let per_topic: [(&str, &str, TopicGetter); 7] = [
             (
                 "gossip_deliveries_total",
                 "Gossip messages delivered.",
@@ -269,6 +319,11 @@ impl Metrics {
                 "gossip_choked_links",
                 "Gossip mesh links choked (lazy).",
                 |t| t.choked as u64,
+            ),
+            (
+                "gossip_clock_ahead_total",
+                "Stamped gossip messages whose publish time was ahead of our clock.",
+                |t| t.clock_ahead,
             ),
         ];
         for (name, help, get) in per_topic {
@@ -298,6 +353,13 @@ impl Metrics {
                     escape(topic)
                 );
             }
+        }
+        let _ = writeln!(s, "# HELP meshwire_gossip_delay_seconds One-way delay of stamped gossip messages, publish to acceptance here.");
+        let _ = writeln!(s, "# TYPE meshwire_gossip_delay_seconds histogram");
+        for (topic, t) in &self.topics {
+            let labels = format!("topic=\"{}\"", escape(topic));
+            t.delay
+                .write_prometheus(&mut s, "meshwire_gossip_delay_seconds", &labels);
         }
         let per_channel: [(&str, &str, CounterGetter); 4] = [
             ("channel_sent_bytes_total", "Payload bytes sent.", |c| {
@@ -369,11 +431,21 @@ mod tests {
             ..Default::default()
         };
         t.hops[2] = 5;
+        t.delay.record(std::time::Duration::from_millis(12));
         m.topics.insert("blocks \"x\"".into(), t);
+        m.dht_lookup_latency
+            .record(std::time::Duration::from_millis(150));
         m.dht_table_peers = 42;
         let peer = crate::identity::PeerId::from_bytes([0xab; 32]);
         m.peer_rtt
             .insert(peer, std::time::Duration::from_micros(1500));
+        m.peer_bytes.insert(
+            peer,
+            PeerBytes {
+                read: 9,
+                written: 11,
+            },
+        );
         let text = m.to_prometheus();
         assert!(text.contains("meshwire_gossip_deliveries_total{topic=\"blocks \\\"x\\\"\"} 5\n"));
         assert!(text.contains("meshwire_gossip_mesh_peers{topic=\"blocks \\\"x\\\"\"} 6\n"));
@@ -381,6 +453,15 @@ mod tests {
             text.contains("meshwire_gossip_hops_total{topic=\"blocks \\\"x\\\"\",hops=\"2\"} 5\n")
         );
         assert!(text.contains("meshwire_dht_table_peers 42\n"));
+        assert!(text.contains(
+            "meshwire_gossip_delay_seconds_bucket{topic=\"blocks \\\"x\\\"\",le=\"0.02\"} 1\n"
+        ));
+        assert!(text.contains("meshwire_dht_lookup_seconds_bucket{le=\"0.1\"} 0\n"));
+        assert!(text.contains("meshwire_dht_lookup_seconds_bucket{le=\"0.2\"} 1\n"));
+        assert!(text.contains("meshwire_dht_lookup_seconds_count 1\n"));
+        assert!(text.contains(&format!(
+            "meshwire_peer_written_bytes_total{{peer=\"{peer}\"}} 11\n"
+        )));
         assert!(text.contains(&format!(
             "meshwire_peer_rtt_seconds{{peer=\"{peer}\"}} 0.001500\n"
         )));

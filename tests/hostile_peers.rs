@@ -64,7 +64,7 @@ fn oversized_rpcs_and_forged_publishes_cost_little_and_get_the_liar_banned() {
     let forged = meshwire::wire::GossipRpc {
         publish: (0..500)
             .map(|i| {
-                let mut m = meshwire::gossip::message::build(Some(&key), T, i + 1, vec![1; 32]);
+                let mut m = meshwire::gossip::message::build(Some(&key), T, i + 1, 0, vec![1; 32]);
                 m.data[0] ^= 1;
                 m
             })

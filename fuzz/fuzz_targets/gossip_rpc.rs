@@ -16,7 +16,7 @@ use meshwire::PeerId;
 fn genuine() -> &'static (Vec<u8>, Vec<u8>) {
     static S: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
     S.get_or_init(|| {
-        let (head, _) = stream::build(&Keypair::from_seed([2; 32]), "t", 1, &[7; 40_000], 16_320);
+        let (head, _) = stream::build(&Keypair::from_seed([2; 32]), "t", 1, 9, &[7; 40_000], 16_320);
         let id = stream::head_id(&head).to_vec();
         let rpc = meshwire::wire::GossipRpc {
             head: vec![head],

@@ -211,6 +211,10 @@ impl NodeSlot {
 
     /// The node's timer fired.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        // The wall clock follows the system's, steps included (read here: the
+        // core reads no clock).
+        self.core
+            .handle_wall_clock(now, std::time::SystemTime::now());
         node_timer(&mut self.core, &mut self.delivery, now);
     }
 }

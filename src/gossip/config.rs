@@ -113,6 +113,11 @@ pub struct GossipConfig {
     /// hashed chunks, which every node forwards chunk by chunk as they arrive
     /// (`false`: whole messages only, forwarded once complete, as GossipSub does).
     pub cut_through: bool,
+    /// Stamp our signed messages with the time we publish them (Unix microseconds,
+    /// signed), so every receiver can keep a histogram of one-way delay per topic
+    /// ([`crate::gossip::TopicMetrics::delay`]). Costs 9 bytes per message; it
+    /// tells receivers our clock. Anonymous messages are never stamped.
+    pub origin_time: bool,
     /// Mesh peers a relay forwards a stream to chunk by chunk; the rest of the mesh
     /// gets it whole once it is complete and accepted (unless it said IDONTWANT by
     /// then). Chunk-by-chunk children share the uplink chunk by chunk, so with eight
@@ -206,6 +211,7 @@ impl Default for GossipConfig {
             announce_timeout: Duration::from_secs(3),
             max_announced_per_peer: 8,
             cut_through: true,
+            origin_time: true,
             stream_eager: 3,
             stream_publish: 2,
             stream_min_size: 32 * 1024,

@@ -154,7 +154,7 @@ mod tests {
         };
         let mut h = Harness::with(config.clone(), None);
         let b = h.peer(2, &[T]);
-        let mut m = message::build(Some(&key(50)), T, 1, b"tx".to_vec());
+        let mut m = message::build(Some(&key(50)), T, 1, 0, b"tx".to_vec());
         m.hops = 1;
         let id = message::message_id(&m);
         let ihave = wire::GossipRpc {

@@ -101,7 +101,7 @@ impl Harness {
 }
 
 fn signed(origin: u64, seqno: u64, topic: &str, len: usize) -> wire::GossipMessage {
-    let mut m = message::build(Some(&key(origin)), topic, seqno, vec![seqno as u8; len]);
+    let mut m = message::build(Some(&key(origin)), topic, seqno, 0, vec![seqno as u8; len]);
     m.hops = 1;
     m
 }

@@ -5,7 +5,7 @@ use super::hostile_tests::{key, Harness, T};
 use super::*;
 
 fn signed(origin: u64, seqno: u64, len: usize) -> wire::GossipMessage {
-    let mut m = message::build(Some(&key(origin)), T, seqno, vec![seqno as u8; len]);
+    let mut m = message::build(Some(&key(origin)), T, seqno, 0, vec![seqno as u8; len]);
     m.hops = 1;
     m
 }

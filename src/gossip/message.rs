@@ -7,6 +7,10 @@ use crate::wire;
 pub type MessageId = [u8; 32];
 
 const LABEL: &[u8] = b"meshwire/v1 gossip";
+/// The label of a message that carries its origin's publish time: a different
+/// label, so a timed message's signature can never pass for an untimed one's (and
+/// the time can be neither stripped nor moved into the data).
+const LABEL_TIMED: &[u8] = b"meshwire/v1 gossip timed";
 
 /// What the application's validator says about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,30 +41,48 @@ pub fn message_id(msg: &wire::GossipMessage) -> MessageId {
     id
 }
 
-/// What the origin signs: a 32-byte digest of label, topic, seqno and data, taken in
-/// one pass over the payload where it lies (no copy of it to sign or verify).
-fn signed_digest(topic: &str, seqno: u64, data: &[u8]) -> [u8; 32] {
+/// What the origin signs: a 32-byte digest of label, topic, seqno, publish time (when
+/// set) and data, taken in one pass over the payload where it lies (no copy of it
+/// to sign or verify).
+fn signed_digest(topic: &str, seqno: u64, origin_time_micros: u64, data: &[u8]) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(LABEL);
+    ctx.update(if origin_time_micros == 0 {
+        LABEL
+    } else {
+        LABEL_TIMED
+    });
     ctx.update(&(topic.len() as u32).to_be_bytes());
     ctx.update(topic.as_bytes());
     ctx.update(&seqno.to_be_bytes());
+    if origin_time_micros != 0 {
+        ctx.update(&origin_time_micros.to_be_bytes());
+    }
     ctx.update(data);
     let mut d = [0u8; 32];
     d.copy_from_slice(ctx.finish().as_ref());
     d
 }
 
-/// A new message, signed by `key` or anonymous.
-pub fn build(key: Option<&Keypair>, topic: &str, seqno: u64, data: Vec<u8>) -> wire::GossipMessage {
+/// A new message, signed by `key` or anonymous. `origin_time_micros` (Unix
+/// microseconds, 0 = none) is signed with it; an anonymous message carries none.
+pub fn build(
+    key: Option<&Keypair>,
+    topic: &str,
+    seqno: u64,
+    origin_time_micros: u64,
+    data: Vec<u8>,
+) -> wire::GossipMessage {
     match key {
         Some(k) => wire::GossipMessage {
             origin_key: k.public_key().to_vec(),
             seqno,
             topic: topic.to_string(),
-            signature: k.sign(&signed_digest(topic, seqno, &data)).to_vec(),
+            signature: k
+                .sign(&signed_digest(topic, seqno, origin_time_micros, &data))
+                .to_vec(),
             data,
             hops: 0,
+            origin_time_micros,
         },
         None => wire::GossipMessage {
             topic: topic.to_string(),
@@ -86,7 +108,9 @@ pub fn verify(
     require_signature: bool,
 ) -> Result<Option<PeerId>, EnvelopeError> {
     if msg.origin_key.is_empty() && msg.signature.is_empty() {
-        return if require_signature {
+        // Unsigned, a publish time would be anyone's word: it skews every
+        // receiver's delay figures, so it is refused, not ignored.
+        return if require_signature || msg.origin_time_micros != 0 {
             Err(EnvelopeError::Malformed)
         } else {
             Ok(None)
@@ -98,7 +122,7 @@ pub fn verify(
     let origin = PeerId::from_public_key(&msg.origin_key);
     if !identity::verify(
         &msg.origin_key,
-        &signed_digest(&msg.topic, msg.seqno, &msg.data),
+        &signed_digest(&msg.topic, msg.seqno, msg.origin_time_micros, &msg.data),
         &msg.signature,
     ) {
         return Err(EnvelopeError::BadSignature);
@@ -171,7 +195,7 @@ mod tests {
     #[test]
     fn signed_messages_verify_and_tampering_is_caught() {
         let k = Keypair::from_seed([3; 32]);
-        let m = build(Some(&k), "blocks", 7, b"payload".to_vec());
+        let m = build(Some(&k), "blocks", 7, 0, b"payload".to_vec());
         assert_eq!(verify(&m, true), Ok(Some(k.peer_id())));
         let mut bad = m.clone();
         bad.data[0] ^= 1;
@@ -185,15 +209,39 @@ mod tests {
         let mut short = m.clone();
         short.origin_key.pop();
         assert_eq!(verify(&short, true), Err(EnvelopeError::Malformed));
-        let anon = build(None, "blocks", 0, b"x".to_vec());
+        let anon = build(None, "blocks", 0, 0, b"x".to_vec());
         assert_eq!(verify(&anon, true), Err(EnvelopeError::Malformed));
         assert_eq!(verify(&anon, false), Ok(None));
+        let mut anon_timed = anon;
+        anon_timed.origin_time_micros = 5;
+        assert_eq!(verify(&anon_timed, false), Err(EnvelopeError::Malformed));
+    }
+
+    #[test]
+    fn the_publish_time_is_signed_and_cannot_be_stripped_or_moved_into_the_data() {
+        let k = Keypair::from_seed([3; 32]);
+        let t = 1_700_000_000_123_456u64;
+        let m = build(Some(&k), "blocks", 7, t, b"payload".to_vec());
+        assert_eq!(m.origin_time_micros, t);
+        assert_eq!(verify(&m, true), Ok(Some(k.peer_id())));
+        let mut later = m.clone();
+        later.origin_time_micros += 1;
+        assert_eq!(verify(&later, true), Err(EnvelopeError::BadSignature));
+        let mut stripped = m.clone();
+        stripped.origin_time_micros = 0;
+        assert_eq!(verify(&stripped, true), Err(EnvelopeError::BadSignature));
+        // The time's bytes put after the data of an untimed message: the labels
+        // differ, so this is no signature of it.
+        let mut moved = m.clone();
+        moved.origin_time_micros = 0;
+        moved.data.extend_from_slice(&t.to_be_bytes());
+        assert_eq!(verify(&moved, true), Err(EnvelopeError::BadSignature));
     }
 
     #[test]
     fn the_id_is_readable_from_the_first_bytes_of_an_rpc() {
         let k = Keypair::from_seed([4; 32]);
-        let m = build(Some(&k), "blocks", 300, vec![7; 100_000]);
+        let m = build(Some(&k), "blocks", 300, 9, vec![7; 100_000]);
         let rpc = wire::GossipRpc {
             publish: vec![m.clone()],
             ..Default::default()

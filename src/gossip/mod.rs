@@ -15,6 +15,7 @@ mod assembly;
 pub mod cache;
 pub mod config;
 mod deferred;
+mod delay;
 mod lag;
 mod lazy;
 mod mesh;
@@ -32,7 +33,7 @@ use crate::collections::{Map, Set};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message;
 
@@ -77,6 +78,9 @@ pub struct GossipEvent {
     pub from: PeerId,
     /// Hops from the origin (1 = straight from the origin).
     pub hops: u32,
+    /// When the origin published it, by the origin's clock (signed by it), if it
+    /// stamped the message ([`GossipConfig::origin_time`]).
+    pub origin_time: Option<SystemTime>,
     /// The payload.
     pub data: Vec<u8>,
     /// With deferred validation: the message waits, unforwarded, for the
@@ -133,6 +137,13 @@ pub struct TopicMetrics {
     pub duplicates: u64,
     /// Deliveries by hop count (index 15 = 15 or more).
     pub hops: [u64; 16],
+    /// One-way delay of stamped messages, from the origin's publish time to their
+    /// acceptance here (our clock minus the origin's: as good as the two clocks
+    /// agree).
+    pub delay: crate::histogram::Histogram,
+    /// Stamped messages whose publish time lay ahead of our clock (counted in the
+    /// delay histogram as 0): a sign that the clocks disagree.
+    pub clock_ahead: u64,
     /// Which peers delivered first, how often (at most 64 peers tracked).
     pub first_sources: HashMap<PeerId, u64>,
     /// Messages rejected by validation.
@@ -248,6 +259,8 @@ pub struct Router {
     lag: lag::Lag,
     /// Messages waiting for the application's verdict.
     deferred: deferred::DeferredSet,
+    /// The wall clock at an instant, as the node last told us (we read no clock).
+    wall: Option<(Instant, SystemTime)>,
 }
 
 impl Router {
@@ -293,6 +306,7 @@ impl Router {
             signature_checks: 0,
             lag: lag::Lag::default(),
             deferred: Default::default(),
+            wall: None,
         }
     }
 
@@ -448,7 +462,8 @@ impl Router {
         } else {
             None
         };
-        let out = Outgoing::build(&self.config, key.as_deref(), topic, self.seqno, data);
+        let wall = self.wall_time(now);
+        let out = Outgoing::build(&self.config, key.as_deref(), topic, self.seqno, data, wall);
         self.publish_outgoing(out, now)
     }
 

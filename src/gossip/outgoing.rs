@@ -1,6 +1,7 @@
 //! A message of ours, built and signed (on any thread) in the form it goes out in.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::gossip::{message, stream, GossipConfig, MessageId};
 use crate::identity::Keypair;
@@ -18,21 +19,29 @@ pub enum Outgoing {
 
 impl Outgoing {
     /// Builds `data` for `topic` with `seqno`, signed by `key` (`None`: anonymous),
-    /// in the form `config` asks for at its size.
+    /// in the form `config` asks for at its size; stamped with `now` (the wall
+    /// clock, read by the caller; `None`: unknown) when `config.origin_time` is on
+    /// and it is signed.
     pub fn build(
         config: &GossipConfig,
         key: Option<&Keypair>,
         topic: &str,
         seqno: u64,
         data: Vec<u8>,
+        now: Option<SystemTime>,
     ) -> Outgoing {
+        let time = match now {
+            Some(t) if config.origin_time && key.is_some() => unix_micros(t),
+            _ => 0,
+        };
         match key {
             Some(k) if config.cut_through && data.len() >= config.stream_min_size => {
-                let (head, chunks) = stream::build(k, topic, seqno, &data, config.stream_chunk);
+                let (head, chunks) =
+                    stream::build(k, topic, seqno, time, &data, config.stream_chunk);
                 Outgoing::Stream(head, chunks)
             }
             _ => {
-                let mut msg = message::build(key, topic, seqno, data);
+                let mut msg = message::build(key, topic, seqno, time, data);
                 msg.hops = 1;
                 Outgoing::Whole(msg)
             }
@@ -54,4 +63,12 @@ impl Outgoing {
             Outgoing::Stream(head, _) => &head.topic,
         }
     }
+}
+
+/// Microseconds since the Unix epoch (0, which stamps nothing, for a clock set at
+/// or before 1970).
+pub(crate) fn unix_micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

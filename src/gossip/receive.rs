@@ -210,6 +210,7 @@ impl Router {
             origin,
             from,
             hops: arrival.msg.hops,
+            origin_time: delay::origin_time(arrival.msg.origin_time_micros),
             data: Vec::new(),
             needs_verdict: false,
         };
@@ -246,7 +247,13 @@ impl Router {
             via_iwant,
         } = *arrival;
         let large = self.config.idontwant && msg.data.len() >= self.config.idontwant_min_size;
-        let mesh = self.record_first_delivery(from, topic_name, msg.hops, via_iwant);
+        let mesh = self.record_first_delivery(
+            from,
+            topic_name,
+            (msg.hops, msg.origin_time_micros),
+            via_iwant,
+            now,
+        );
         let mut forward = msg.clone();
         forward.hops = msg.hops.saturating_add(1);
         self.mcache.put(id, Cached::Whole(forward.clone()));
@@ -281,18 +288,20 @@ impl Router {
         }
     }
 
-    /// The first copy of a message came from `from`, `hops` from its origin (in
-    /// answer to our IWANT when `via_iwant`): the scores, the link's first
-    /// deliveries (a choked link that was first through IWANT is unchoked), the
-    /// topic's counters. Returns the mesh, each peer with
-    /// whether it choked us and whether we choked it.
+    /// The first copy of a message came from `from`, `hops` from its origin and
+    /// stamped `origin_time_micros` (in answer to our IWANT when `via_iwant`): the
+    /// scores, the link's first deliveries (a choked link that was first through
+    /// IWANT is unchoked), the topic's counters and delay. Returns the mesh, each
+    /// peer with whether it choked us and whether we choked it.
     pub(super) fn record_first_delivery(
         &mut self,
         from: PeerId,
         topic_name: &str,
-        hops: u32,
+        (hops, origin_time_micros): (u32, u64),
         via_iwant: bool,
+        now: Instant,
     ) -> Vec<(PeerId, bool, bool)> {
+        self.record_delay(topic_name, origin_time_micros, now);
         if let Some(p) = self.peers.get_mut(&from) {
             p.score
                 .count(&self.weights, Some(topic_name), Counter::FirstDelivery, 1.0);

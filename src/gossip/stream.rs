@@ -16,6 +16,9 @@ use crate::identity::{self, Keypair, PeerId, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::wire;
 
 const LABEL: &[u8] = b"meshwire/v1 gossip stream";
+/// The label of a head that carries its origin's publish time (see
+/// `message::LABEL_TIMED`: the time can be neither stripped nor changed).
+const LABEL_TIMED: &[u8] = b"meshwire/v1 gossip stream timed";
 /// Length of one chunk hash.
 pub const HASH_LEN: usize = 32;
 /// Smallest chunk a head may announce.
@@ -82,11 +85,16 @@ pub fn head_id(head: &wire::StreamHead) -> MessageId {
 }
 
 fn signing_bytes(head: &wire::StreamHead) -> Vec<u8> {
-    let mut b = Vec::with_capacity(LABEL.len() + 28 + head.topic.len() + head.chunk_hashes.len());
-    b.extend_from_slice(LABEL);
+    let timed = head.origin_time_micros != 0;
+    let mut b =
+        Vec::with_capacity(LABEL_TIMED.len() + 36 + head.topic.len() + head.chunk_hashes.len());
+    b.extend_from_slice(if timed { LABEL_TIMED } else { LABEL });
     b.extend_from_slice(&(head.topic.len() as u32).to_be_bytes());
     b.extend_from_slice(head.topic.as_bytes());
     b.extend_from_slice(&head.seqno.to_be_bytes());
+    if timed {
+        b.extend_from_slice(&head.origin_time_micros.to_be_bytes());
+    }
     b.extend_from_slice(&head.size.to_be_bytes());
     b.extend_from_slice(&head.chunk_size.to_be_bytes());
     b.extend_from_slice(&head.chunk_hashes);
@@ -138,11 +146,13 @@ pub fn chunk_rpc(id: &MessageId, index: u32, data: Vec<u8>) -> Arc<Vec<u8>> {
     Arc::new(rpc.encode_to_vec())
 }
 
-/// A message of ours cut into a signed head and its encoded chunk RPCs.
+/// A message of ours cut into a signed head and its encoded chunk RPCs;
+/// `origin_time_micros` (Unix microseconds, 0 = none) is signed with the head.
 pub fn build(
     key: &Keypair,
     topic: &str,
     seqno: u64,
+    origin_time_micros: u64,
     data: &[u8],
     chunk_size: usize,
 ) -> (wire::StreamHead, Vec<Arc<Vec<u8>>>) {
@@ -163,6 +173,7 @@ pub fn build(
         public_key: key.public_key().to_vec(),
         signature: Vec::new(),
         hops: 1,
+        origin_time_micros,
     };
     head.signature = key.sign(&signing_bytes(&head)).to_vec();
     let id = head_id(&head);
@@ -190,7 +201,7 @@ mod tests {
     #[test]
     fn a_built_stream_verifies_and_every_chunk_matches_its_hash() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i ^ (i >> 9)) as u8).collect();
-        let (head, chunks) = build(&key(), "t", 5, &data, 16 * 1024);
+        let (head, chunks) = build(&key(), "t", 5, 0, &data, 16 * 1024);
         assert_eq!(check_head(&head, 1 << 20), Ok(7));
         assert_eq!(verify_head(&head), Ok(key().peer_id()));
         assert_eq!(chunks.len(), 7);
@@ -209,7 +220,7 @@ mod tests {
     #[test]
     fn tampered_heads_and_chunks_are_refused() {
         let data = vec![1u8; 40_000];
-        let (head, chunks) = build(&key(), "t", 1, &data, 16 * 1024);
+        let (head, chunks) = build(&key(), "t", 1, 0, &data, 16 * 1024);
         let mut h = head.clone();
         h.size -= 1;
         assert_eq!(verify_head(&h), Err(EnvelopeError::BadSignature));
@@ -235,9 +246,21 @@ mod tests {
     }
 
     #[test]
+    fn a_heads_publish_time_is_signed() {
+        let data = vec![1u8; 40_000];
+        let (head, _) = build(&key(), "t", 1, 1_700_000_000_000_001, &data, 16 * 1024);
+        assert_eq!(verify_head(&head), Ok(key().peer_id()));
+        let mut h = head.clone();
+        h.origin_time_micros -= 1;
+        assert_eq!(verify_head(&h), Err(EnvelopeError::BadSignature));
+        h.origin_time_micros = 0;
+        assert_eq!(verify_head(&h), Err(EnvelopeError::BadSignature));
+    }
+
+    #[test]
     fn the_chunk_size_grows_so_no_message_needs_more_than_the_most_chunks() {
         let data = vec![0u8; 4 << 20];
-        let (head, chunks) = build(&key(), "t", 1, &data, MIN_CHUNK);
+        let (head, chunks) = build(&key(), "t", 1, 0, &data, MIN_CHUNK);
         assert!(chunks.len() <= MAX_CHUNKS);
         assert_eq!(check_head(&head, 4 << 20), Ok(chunks.len()));
     }

@@ -17,7 +17,7 @@ struct Stream {
 fn stream_of(origin: u64, seqno: u64, len: usize, first: u8) -> Stream {
     let mut data: Vec<u8> = (0..len).map(|i| (i * 7 + seqno as usize) as u8).collect();
     data[0] = first;
-    let (head, chunks) = stream::build(&key(origin), T, seqno, &data, CHUNK);
+    let (head, chunks) = stream::build(&key(origin), T, seqno, 0, &data, CHUNK);
     let id = stream::head_id(&head);
     Stream {
         head,

@@ -259,6 +259,7 @@ impl Router {
             origin: Some(a.origin),
             from,
             hops: a.hops,
+            origin_time: delay::origin_time(a.head.origin_time_micros),
             data,
             needs_verdict: false,
         };
@@ -306,7 +307,8 @@ impl Router {
         now: Instant,
     ) {
         let topic_name = a.head.topic.clone();
-        let mesh = self.record_first_delivery(from, &topic_name, a.hops, via_iwant);
+        let stamp = (a.hops, a.head.origin_time_micros);
+        let mesh = self.record_first_delivery(from, &topic_name, stamp, via_iwant, now);
         for (p, choked, we_choked) in mesh {
             if p == a.from || p == a.origin || a.forward_to.contains(&p) {
                 continue;

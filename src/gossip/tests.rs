@@ -257,7 +257,7 @@ fn invalid_messages_are_not_forwarded_and_their_sender_is_penalized() {
 fn forged_signatures_are_dropped_without_poisoning_the_id() {
     let mut net = Net::new(10, 3, GossipConfig::default(), None);
     net.subscribe_all("t");
-    let genuine = message::build(Some(&key(4)), "t", 1, b"real".to_vec());
+    let genuine = message::build(Some(&key(4)), "t", 1, 0, b"real".to_vec());
     let mut forged = genuine.clone();
     forged.data = b"fake".to_vec();
     forged.hops = 1;
@@ -477,7 +477,7 @@ fn answered_after(
 fn a_lagging_network_keeps_messages_for_repair_longer() {
     use super::hostile_tests::{key, Harness, T};
     let msg = |seq: u64| {
-        let mut m = message::build(Some(&key(9)), T, seq, vec![seq as u8; 100]);
+        let mut m = message::build(Some(&key(9)), T, seq, 0, vec![seq as u8; 100]);
         m.hops = 1;
         wire::GossipRpc {
             publish: vec![m],

@@ -275,6 +275,11 @@ impl Kademlia {
         self.providers.len()
     }
 
+    /// Keys we provide now.
+    pub fn providing(&self) -> usize {
+        self.provided.len()
+    }
+
     /// Lookups running now.
     pub fn running_lookups(&self) -> usize {
         self.lookups.len()

@@ -536,7 +536,14 @@ impl NodeHandle {
         let seqno = self.inner.seqno.fetch_add(1, Ordering::Relaxed);
         let key = self.inner.sign.then_some(&*self.inner.key);
         // Signed (and cut into chunks) here, on the caller's thread, not the loop's.
-        let msg = Outgoing::build(gossip, key, topic, seqno, data);
+        let msg = Outgoing::build(
+            gossip,
+            key,
+            topic,
+            seqno,
+            data,
+            Some(std::time::SystemTime::now()),
+        );
         let id = msg.id();
         self.submit(Command::Publish(Box::new(msg)))?;
         Ok(id)

@@ -7,6 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Where the simulated wall clock starts (Unix seconds).
+const SIM_EPOCH_SECS: u64 = 1_700_000_000;
+
 use ring::rand::SystemRandom;
 
 use crate::collections::Map;
@@ -245,6 +248,13 @@ impl Engine {
         self.base + Duration::from_nanos(t)
     }
 
+    /// The simulated wall clock at virtual time `t`: every node's clock agrees.
+    pub(crate) fn wall(&self, t: u64) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH
+            + Duration::from_secs(SIM_EPOCH_SECS)
+            + Duration::from_nanos(t)
+    }
+
     pub(crate) fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
         let slot = match self.free_slots.pop() {
@@ -294,15 +304,16 @@ impl Engine {
         };
         let place = self.model.place(&mut self.rng);
         let t = self.now.max(nanos(start));
-        let core = NodeCore::new(
+        let mut core = NodeCore::new(
             Arc::new(config),
             Arc::new(handshake),
             key.clone(),
             None,
             self.secure_rng.clone(),
             self.instant(t),
-            1_700_000_000 + t / 1_000_000_000,
+            SIM_EPOCH_SECS + t / 1_000_000_000,
         );
+        core.handle_wall_clock(self.instant(t), self.wall(t));
         let id = key.peer_id();
         self.nodes.push(SimNode {
             core,

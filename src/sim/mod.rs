@@ -187,9 +187,10 @@ impl Simulation {
         let seqno = self.engine.next_seqno(n);
         let key = self.engine.nodes[n].key.clone();
         let config = self.template.gossip.clone().unwrap_or_default();
-        let msg = Outgoing::build(&config, Some(&key), topic, seqno, data);
-        let id = msg.id();
         let at = self.engine.now;
+        let wall = Some(self.engine.wall(at));
+        let msg = Outgoing::build(&config, Some(&key), topic, seqno, data, wall);
+        let id = msg.id();
         self.engine
             .schedule(at, Ev::Command(n, Command::Publish(Box::new(msg))));
         id

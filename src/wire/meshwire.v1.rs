@@ -485,12 +485,19 @@ pub struct GossipMessage {
     pub topic: ::prost::alloc::string::String,
     #[prost(bytes = "vec", tag = "4")]
     pub data: ::prost::alloc::vec::Vec<u8>,
-    /// Ed25519 over SHA-256("meshwire/v1 gossip" || u32 len || topic || u64 seqno || data).
+    /// Ed25519 over SHA-256("meshwire/v1 gossip" || u32 len || topic || u64 seqno || data),
+    /// or, when origin_time_micros is set, over SHA-256("meshwire/v1 gossip timed"
+    /// || u32 len || topic || u64 seqno || u64 origin_time_micros || data).
     #[prost(bytes = "vec", tag = "6")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
     /// Hops from the origin; not signed, incremented by each forwarder.
     #[prost(uint32, tag = "7")]
     pub hops: u32,
+    /// When the origin published it: microseconds since the Unix epoch by the origin's
+    /// clock (0 = not stamped). Signed when set, so no forwarder can change or strip it;
+    /// receivers take the one-way delay from it. Anonymous messages carry none.
+    #[prost(uint64, tag = "8")]
+    pub origin_time_micros: u64,
 }
 /// "I have these message ids" (lazy push).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -565,12 +572,17 @@ pub struct StreamHead {
     #[prost(bytes = "vec", tag = "7")]
     pub public_key: ::prost::alloc::vec::Vec<u8>,
     /// Ed25519 over "meshwire/v1 gossip stream" || u32 len || topic || u64 seqno
-    /// || u64 size || u32 chunk_size || chunk_hashes.
+    /// || u64 size || u32 chunk_size || chunk_hashes; when origin_time_micros is set,
+    /// over "meshwire/v1 gossip stream timed" || u32 len || topic || u64 seqno
+    /// || u64 origin_time_micros || u64 size || u32 chunk_size || chunk_hashes.
     #[prost(bytes = "vec", tag = "8")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
     /// Hops from the origin; not signed, incremented by each forwarder.
     #[prost(uint32, tag = "9")]
     pub hops: u32,
+    /// As in GossipMessage: the origin's publish time in Unix microseconds, signed.
+    #[prost(uint64, tag = "10")]
+    pub origin_time_micros: u64,
 }
 /// One chunk of a streamed message: sent only after its head, on the same link.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -47,6 +47,8 @@ impl NodeCore {
                 channels: Vec::new(),
                 version: String::new(),
                 connected_at: None,
+                bytes_read: 0,
+                bytes_written: 0,
             },
         );
         Some(id)
@@ -161,6 +163,10 @@ impl NodeCore {
                 }
             }
             outcome.finished = conn.is_finished();
+        }
+        if let Some(e) = self.conns.get_mut(&id) {
+            e.bytes_read += outcome.read as u64;
+            e.bytes_written += outcome.written as u64;
         }
         self.sync_dequeued(id);
         self.metrics.bytes_read += outcome.read as u64;

@@ -117,6 +117,8 @@ impl NodeCore {
                 channels: Vec::new(),
                 version: String::new(),
                 connected_at: None,
+                bytes_read: 0,
+                bytes_written: 0,
             },
         );
         self.outputs.push_back(Output::Dial {

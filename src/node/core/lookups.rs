@@ -107,6 +107,7 @@ impl NodeCore {
                 }
             }
             for r in results {
+                self.metrics.dht_lookup_latency.record(r.elapsed);
                 self.request_lookup_done(r.id, &r, now);
                 if let Some(request) = self.lookup_waiters.remove(&r.id) {
                     self.reply(request, Reply::Lookup(r));

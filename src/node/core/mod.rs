@@ -19,7 +19,7 @@ use crate::kad::key::Key;
 use crate::kad::record::PeerRecord;
 use crate::kad::table::subnet;
 use crate::kad::{KadOutput, Kademlia, LookupKind, LookupResult, KAD_CHANNEL};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PeerBytes};
 use crate::mux::{ChannelCounters, ChannelId, MuxConfig, SendOptions};
 use crate::node::command::{Command, Reply, RequestId};
 use crate::node::delivery::Release;
@@ -101,6 +101,9 @@ struct Entry {
     version: String,
     /// When the connection was announced (set then).
     connected_at: Option<Instant>,
+    /// Bytes read from and written to its socket.
+    bytes_read: u64,
+    bytes_written: u64,
 }
 
 impl Entry {
@@ -358,10 +361,23 @@ impl NodeCore {
             m.dht_provider_records = k.provider_records() as u64;
             m.dht_lookups_running = k.running_lookups() as u64;
         }
+        if let Some(k) = &self.kad {
+            m.dht_providing = k.providing() as u64;
+        }
         for (peer, id) in &self.peers {
-            if let Some(rtt) = self.conns.get(id).and_then(|e| e.conn.rtt()) {
+            let Some(e) = self.conns.get(id) else {
+                continue;
+            };
+            if let Some(rtt) = e.conn.rtt() {
                 m.peer_rtt.insert(*peer, rtt);
             }
+            m.peer_bytes.insert(
+                *peer,
+                PeerBytes {
+                    read: e.bytes_read,
+                    written: e.bytes_written,
+                },
+            );
         }
         m
     }

@@ -34,6 +34,14 @@ impl NodeCore {
         .min()
     }
 
+    /// The wall clock reads `wall` at `now` (the core reads no clock): gossip
+    /// takes one-way delays against it. Given at start and now and then after.
+    pub(crate) fn handle_wall_clock(&mut self, now: Instant, wall: std::time::SystemTime) {
+        if let Some(r) = &mut self.router {
+            r.handle_wall_clock(now, wall);
+        }
+    }
+
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.shutdown.is_some() {
             return;
