@@ -145,6 +145,11 @@ pub struct NodeConfig {
     pub listen: Vec<SocketAddr>,
     /// Addresses to announce; defaults to the bound listen addresses.
     pub announce: Option<Vec<SocketAddr>>,
+    /// Peers in this many different subnets must report the same observed IP (the
+    /// address each handshake says it sees us on) before we announce it, with our
+    /// listen port, after our own addresses: how a node behind NAT learns its
+    /// public address. 0 never adopts one; nor does a node given `announce`.
+    pub observed_addr_confirmations: usize,
     /// Channels and mux settings.
     pub mux: MuxConfig,
     /// Ciphers accepted, most preferred first.
@@ -198,6 +203,7 @@ impl NodeConfig {
             network_id: network_id.into(),
             listen: Vec::new(),
             announce: None,
+            observed_addr_confirmations: 3,
             mux: MuxConfig::default(),
             ciphers: CipherSuite::default_preference(),
             max_frame_plaintext: crate::secure::frame::DEFAULT_MAX_PLAINTEXT,

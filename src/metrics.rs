@@ -80,6 +80,8 @@ pub struct Metrics {
     pub requests_refused: BTreeMap<&'static str, u64>,
     /// Answers the application sent.
     pub responses_sent: u64,
+    /// Observed addresses adopted (announced once peers in several subnets agreed).
+    pub addresses_adopted: u64,
 }
 
 impl Metrics {
@@ -211,6 +213,11 @@ impl Metrics {
                 "responses_sent_total",
                 "Answers to requests sent.",
                 self.responses_sent,
+            ),
+            (
+                "addresses_adopted_total",
+                "Observed addresses adopted and announced.",
+                self.addresses_adopted,
             ),
         ] {
             gauge(&mut s, name, help, "counter", value);

@@ -47,6 +47,17 @@ fn reports_feed_the_score_peer_info_tells_it_and_malice_bans() {
     assert!(d.rtt.unwrap() < Duration::from_secs(1));
     let traffic = d.traffic.iter().find(|(c, _)| *c == CH).unwrap().1;
     assert_eq!((traffic.recv_msgs, traffic.recv_bytes), (3, 300));
+    assert!(
+        d.bytes_read > 300 && d.bytes_written > 0,
+        "wire bytes: {d:?}"
+    );
+    // Each side tells the other where it sees it: a saw b on the address it
+    // dialed; b saw a on a's source address (bound to a's listen IP).
+    let seen_by_b = d.addr;
+    let d_at_a = a.peer_info(b.peer_id()).unwrap().expect("connected");
+    assert_eq!(d_at_a.observed_addr, Some(seen_by_b));
+    assert_eq!(d.observed_addr, Some(b.listen_addrs()[0]));
+    assert_eq!(seen_by_b.ip(), a.listen_addrs()[0].ip());
     assert_eq!(d.score.total, 0.0);
     // The Prometheus text carries the same RTT.
     let text = b.metrics().unwrap().to_prometheus();

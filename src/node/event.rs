@@ -49,6 +49,12 @@ pub enum Event {
         /// Why.
         reason: crate::gossip::PublishError,
     },
+    /// Peers in several subnets see us on an address we did not announce (we are
+    /// behind NAT, say): it is announced from now on, after our own addresses.
+    AddressAdopted {
+        /// The address: the IP the peers saw, our listen port.
+        addr: std::net::SocketAddr,
+    },
     /// A request arrived: answer it with
     /// [`NodeHandle::respond`](crate::NodeHandle::respond) under `id`. Requests
     /// always come through [`NodeHandle::events`](crate::NodeHandle::events), whoever

@@ -87,14 +87,24 @@ impl CoreHarness {
 
     /// Peer `i` dials in and completes the handshake.
     fn connect(&mut self, i: usize) {
+        self.connect_observing(i, None);
+    }
+
+    /// Peer `i` (from `127.1.i.1:4000`, a subnet of its own) dials in and completes
+    /// the handshake, saying it sees the node on `observed`. Returns the address
+    /// the node said it sees the peer on.
+    pub fn connect_observing(
+        &mut self,
+        i: usize,
+        observed: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
         let addr = SocketAddr::from(([127, 1, i as u8, 1], 4000));
-        let Some(conn) = self.core.handle_accepted(addr, self.now) else {
-            return;
-        };
+        let conn = self.core.handle_accepted(addr, self.now)?;
         let mut seed = [0u8; 32];
         seed[0] = i as u8 + 1;
         let mut hs_config = crate::secure::HandshakeConfig::new("harness");
         hs_config.node_info.channels = vec![APP_CHANNEL, GOSSIP_CHANNEL, KAD_CHANNEL];
+        hs_config.node_info.observed_addr = observed;
         let Ok(mut hs) = Handshake::initiator(
             Arc::new(hs_config),
             Arc::new(Keypair::from_seed(seed)),
@@ -102,7 +112,7 @@ impl CoreHarness {
             self.now,
             &self.rng,
         ) else {
-            return;
+            return None;
         };
         for _ in 0..4 {
             let mut reply = Vec::new();
@@ -120,12 +130,23 @@ impl CoreHarness {
                 break;
             }
         }
-        if let Some(est) = hs.take_established() {
-            self.peers.push(Peer {
-                conn,
-                sealer: est.sealer,
-            });
-        }
+        let est = hs.take_established()?;
+        let seen_at = est.remote_info.observed_addr;
+        self.peers.push(Peer {
+            conn,
+            sealer: est.sealer,
+        });
+        seen_at
+    }
+
+    /// The addresses the node announces now.
+    pub fn announced_addrs(&self) -> Vec<SocketAddr> {
+        self.core.announced_addrs().to_vec()
+    }
+
+    /// Events the application would get, taken now (at most `n`).
+    pub fn drain_events(&mut self, n: usize) -> Vec<Event> {
+        self.events.try_iter().take(n).collect()
     }
 
     /// Peers that completed the handshake.
@@ -311,6 +332,48 @@ mod tests {
             crate::mux::Tag::Plain,
         );
         h.send_frame(i, &p);
+    }
+
+    #[test]
+    fn each_peer_is_told_where_we_see_it_and_three_subnets_agreeing_get_an_address_announced() {
+        let mut h = CoreHarness::new(0);
+        let ours: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(h.announced_addrs(), vec![ours]);
+        // Behind NAT: peers see us on a public IP (with some ephemeral port).
+        let public = |port: u16| SocketAddr::from(([203, 0, 113, 7], port));
+        let told = h.connect_observing(0, Some(public(50_001)));
+        assert_eq!(
+            told,
+            Some(SocketAddr::from(([127, 1, 0, 1], 4000))),
+            "we tell the peer the address we see it on"
+        );
+        h.connect_observing(1, Some(public(50_002)));
+        assert_eq!(
+            h.announced_addrs(),
+            vec![ours],
+            "two subnets are not enough"
+        );
+        // A liar naming another IP changes nothing.
+        h.connect_observing(2, Some(SocketAddr::from(([198, 51, 100, 1], 9))));
+        assert_eq!(h.announced_addrs(), vec![ours]);
+        h.connect_observing(3, Some(public(50_003)));
+        let adopted = SocketAddr::from(([203, 0, 113, 7], 1));
+        assert_eq!(
+            h.announced_addrs(),
+            vec![ours, adopted],
+            "the third subnet confirms it: announced with our listen port"
+        );
+        assert_eq!(h.core.metrics().addresses_adopted, 1);
+        let events = h.drain_events(64);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::AddressAdopted { addr } if *addr == adopted)));
+        // Our DHT record carries it too, under a higher sequence number.
+        let record = h.core.local_record().unwrap().clone();
+        assert_eq!(record.addrs, vec![ours, adopted]);
+        assert!(record.seq > 1_700_000_000);
+        h.connect_observing(4, Some(public(50_004)));
+        assert_eq!(h.announced_addrs().len(), 2, "adopted once");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod handle;
 mod handle_requests;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
+mod observed;
 mod peer_details;
 pub(crate) mod reactor;
 mod requests;

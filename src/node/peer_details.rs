@@ -35,6 +35,8 @@ pub struct PeerDetails {
     pub connected_since: Instant,
     /// Messages and bytes per channel, both ways, on this connection.
     pub traffic: Vec<(ChannelId, ChannelCounters)>,
+    /// The address the peer says it sees us on (from its handshake).
+    pub observed_addr: Option<SocketAddr>,
     /// Bytes read from this connection's socket (frames, headers and all).
     pub bytes_read: u64,
     /// Bytes written to it.

@@ -33,6 +33,9 @@ pub struct NodeInfo {
     /// Largest message the node accepts on each of `channels`, in the same order
     /// (empty: not announced).
     pub channel_max_message: Vec<u64>,
+    /// The address the node sees the other side of this connection on (set per
+    /// connection; `None`: not told).
+    pub observed_addr: Option<SocketAddr>,
 }
 
 impl NodeInfo {
@@ -46,6 +49,10 @@ impl NodeInfo {
                 .max_frame_plaintext
                 .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
             channel_max_message: self.channel_max_message.clone(),
+            observed_addr: self
+                .observed_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         }
         .encode_to_vec()
     }
@@ -85,6 +92,16 @@ impl NodeInfo {
                     .map_err(|_| HandshakeError::BadNodeInfo("listen address is not ip:port"))
             })
             .collect::<Result<_, _>>()?;
+        let observed_addr = match raw.observed_addr.as_str() {
+            "" => None,
+            a if a.len() > MAX_ADDR_LEN => {
+                return Err(HandshakeError::BadNodeInfo("observed address too long"))
+            }
+            a => Some(
+                a.parse()
+                    .map_err(|_| HandshakeError::BadNodeInfo("observed address is not ip:port"))?,
+            ),
+        };
         Ok(NodeInfo {
             listen_addrs,
             version: raw.version,
@@ -93,6 +110,7 @@ impl NodeInfo {
             max_frame_plaintext: (raw.max_frame_plaintext > 0)
                 .then_some(raw.max_frame_plaintext as usize),
             channel_max_message: raw.channel_max_message,
+            observed_addr,
         })
     }
 
@@ -106,5 +124,33 @@ impl NodeInfo {
     /// Checks our own info against the limits a peer will apply.
     pub(crate) fn validate(&self) -> Result<(), HandshakeError> {
         Self::decode(&self.encode()).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_observed_address_round_trips_and_junk_is_refused() {
+        let info = NodeInfo {
+            observed_addr: Some("203.0.113.7:50001".parse().unwrap()),
+            ..NodeInfo::default()
+        };
+        assert_eq!(NodeInfo::decode(&info.encode()), Ok(info));
+        for junk in ["not an address", "203.0.113.7", &"9".repeat(65)] {
+            let raw = wire::NodeInfo {
+                observed_addr: junk.to_string(),
+                ..Default::default()
+            };
+            assert!(matches!(
+                NodeInfo::decode(&raw.encode_to_vec()),
+                Err(HandshakeError::BadNodeInfo(_))
+            ));
+        }
+        assert_eq!(
+            NodeInfo::decode(&NodeInfo::default().encode()).map(|i| i.observed_addr),
+            Ok(None)
+        );
     }
 }

@@ -44,6 +44,10 @@ impl Trace {
                 self.eat(b"D");
                 self.eat(peer.as_bytes());
             }
+            Event::AddressAdopted { addr } => {
+                self.eat(b"A");
+                self.eat(addr.to_string().as_bytes());
+            }
             Event::DialFailed { addr, .. } => {
                 self.eat(b"F");
                 self.eat(addr.to_string().as_bytes());

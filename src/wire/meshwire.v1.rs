@@ -102,6 +102,11 @@ pub struct NodeInfo {
     /// order (empty: not announced). The other side refuses to send a larger one.
     #[prost(uint64, repeated, tag = "6")]
     pub channel_max_message: ::prost::alloc::vec::Vec<u64>,
+    /// The address the sender sees the receiver's side of this connection on, as
+    /// "ip:port" (empty: not told). Tells a node behind NAT its public IP; a node
+    /// adopts one only when peers in several subnets agree on it.
+    #[prost(string, tag = "7")]
+    pub observed_addr: ::prost::alloc::string::String,
 }
 /// AEAD ciphers a session may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

@@ -22,7 +22,7 @@ impl NodeCore {
         };
         self.metrics.accepted += 1;
         let conn = Connection::inbound(
-            self.handshake.clone(),
+            self.handshake_for(false, addr),
             self.key.clone(),
             self.mux.clone(),
             now,
@@ -47,6 +47,7 @@ impl NodeCore {
                 channels: Vec::new(),
                 version: String::new(),
                 connected_at: None,
+                observed: None,
                 bytes_read: 0,
                 bytes_written: 0,
             },
@@ -283,6 +284,12 @@ impl NodeCore {
             self.close_conn(id, why, false, now);
             return;
         }
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        entry.observed = info.observed_addr;
+        let from = entry.addr;
+        self.note_observed(from, info.observed_addr);
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };

@@ -76,13 +76,8 @@ impl NodeCore {
                 Err(_) => return fail(self, DisconnectReason::Local(LocalClose::TooManyPeers)),
             }
         };
-        let hs = if lookup_only {
-            &self.lookup_handshake
-        } else {
-            &self.handshake
-        };
         let conn = match Connection::outbound(
-            hs.clone(),
+            self.handshake_for(lookup_only, addr),
             self.key.clone(),
             expected,
             self.mux.clone(),
@@ -117,6 +112,7 @@ impl NodeCore {
                 channels: Vec::new(),
                 version: String::new(),
                 connected_at: None,
+                observed: None,
                 bytes_read: 0,
                 bytes_written: 0,
             },

@@ -30,6 +30,7 @@ use crate::peers::{PeerManager, Refusal, Slot};
 use crate::rng::Rng;
 use crate::secure::HandshakeConfig;
 
+mod addresses;
 mod commands;
 mod connections;
 mod dialing;
@@ -101,6 +102,8 @@ struct Entry {
     version: String,
     /// When the connection was announced (set then).
     connected_at: Option<Instant>,
+    /// The address the peer says it sees us on (its handshake's observed address).
+    observed: Option<SocketAddr>,
     /// Bytes read from and written to its socket.
     bytes_read: u64,
     bytes_written: u64,
@@ -160,6 +163,8 @@ pub(crate) struct NodeCore {
     light_channels: Vec<ChannelId>,
     /// Smoothed round trip of requests' answers, per peer (bounded).
     request_rtt: Map<PeerId, Duration>,
+    /// What peers told us about our address.
+    observed: crate::node::observed::ObservedAddrs,
 }
 
 impl NodeCore {
@@ -247,6 +252,7 @@ impl NodeCore {
             request_lookups: Map::default(),
             light_channels,
             request_rtt: Map::default(),
+            observed: Default::default(),
         }
     }
 

@@ -55,6 +55,7 @@ impl NodeCore {
             unconditional: self.manager.is_unconditional(&peer),
             connected_since: e.connected_at.unwrap_or(now),
             traffic: e.conn.channel_counters().unwrap_or_default(),
+            observed_addr: e.observed,
             bytes_read: e.bytes_read,
             bytes_written: e.bytes_written,
         };
