@@ -60,6 +60,11 @@ pub struct Metrics {
     pub dht_lookups_running: u64,
     /// Keys we provide now.
     pub dht_providing: u64,
+    /// Peer records waiting for a dial-back before they enter the DHT table.
+    pub dht_dial_backs_waiting: u64,
+    /// Peer records not dialed back (too many waited): they wait for their next
+    /// contact.
+    pub dht_dial_backs_dropped: u64,
     /// How long DHT lookups took (every finished lookup: ours, the application's,
     /// table refreshes).
     pub dht_lookup_latency: Histogram,
@@ -254,6 +259,20 @@ impl Metrics {
             "DHT lookups running.",
             "gauge",
             self.dht_lookups_running,
+        );
+        gauge(
+            &mut s,
+            "dht_dial_backs_waiting",
+            "Peer records waiting for a dial-back.",
+            "gauge",
+            self.dht_dial_backs_waiting,
+        );
+        gauge(
+            &mut s,
+            "dht_dial_backs_dropped_total",
+            "Peer records not dialed back for want of room.",
+            "counter",
+            self.dht_dial_backs_dropped,
         );
         gauge(
             &mut s,

@@ -153,13 +153,15 @@ fn named_services_stop_being_found_once_their_provider_stops_and_records_carry_t
                 b = b.bootstrap(s);
             }
             if let Some(a) = announce {
-                b = b.announce(a);
+                // It listens there too, or the dial-back would keep its record
+                // out of every table; the announced one is all it announces.
+                b = b.listen(a).announce(a);
             }
             b.start().expect("start")
         };
     let seed = node(560, None, None);
     let s_addr = seed.listen_addrs()[0];
-    let public: std::net::SocketAddr = "127.77.0.1:4242".parse().unwrap();
+    let public: std::net::SocketAddr = "127.77.0.1:42420".parse().unwrap();
     let provider = node(561, Some(s_addr), Some(public));
     let seeker = node(562, Some(s_addr), None);
     let (partition, other) = (
@@ -167,7 +169,7 @@ fn named_services_stop_being_found_once_their_provider_stops_and_records_carry_t
         meshwire::kad::key::key_from_name("acc/partition/Y"),
     );
     assert_ne!(partition, other);
-    // The record carries the announced address, not the bound one.
+    // The record carries the announced address, not every bound one.
     let rec = record_in_table(&seed, provider.peer_id());
     assert_eq!(rec.addrs, vec![public]);
     provider.provide(partition).unwrap();
@@ -276,4 +278,43 @@ fn record_in_table(node: &NodeHandle, peer: meshwire::PeerId) -> meshwire::recor
         "{peer} never entered the table"
     );
     find().expect("it is there")
+}
+
+#[test]
+fn a_record_naming_an_address_nobody_answers_on_stays_out_of_the_table() {
+    let rt = Runtime::new().unwrap();
+    let seed = kad_node(580, None, &rt);
+    let s_addr = seed.listen_addrs()[0];
+    // It listens on one address and claims another, where nothing answers (it
+    // could be a victim's): every node that took its word would dial there.
+    let liar = NodeBuilder::new(NET)
+        .listen(addr(581))
+        .announce("127.78.0.1:9".parse().unwrap())
+        .channel(ChannelConfig::new(1))
+        .bootstrap(s_addr)
+        .start_on(&rt)
+        .expect("start");
+    let honest = kad_node(582, Some(s_addr), &rt);
+    // The honest joiner was dialed back and is in; so is the seed in its table.
+    record_in_table(&seed, honest.peer_id());
+    record_in_table(&honest, seed.peer_id());
+    let in_table = |n: &NodeHandle| {
+        n.routing_table()
+            .unwrap()
+            .iter()
+            .any(|r| r.id == liar.peer_id())
+    };
+    assert!(
+        !eventually(Duration::from_secs(3), || in_table(&seed)),
+        "the unreachable record entered the table"
+    );
+    // The liar still talked to the seed: its lookups were served.
+    assert!(liar
+        .routing_table()
+        .unwrap()
+        .iter()
+        .any(|r| r.id == seed.peer_id()));
+    for n in [liar, honest, seed] {
+        n.shutdown();
+    }
 }

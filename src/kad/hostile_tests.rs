@@ -20,13 +20,18 @@ fn one(peers: usize, config: KadConfig) -> One {
             .collect(),
         now,
     };
-    // Each peer pings us, so its record (seen from its own address) is in our table.
+    // Each peer pings us, so its record (seen from its own address, and dialed
+    // back there) is in our table.
     for i in 0..peers {
         let ping = o.request(i, wire::kad_request::Body::Ping(wire::KadPing {}));
         let (id, ip) = (o.peers[i].peer_id(), addr_of(i).ip());
         o.kad.handle_message(id, Some(ip), &ping, o.now);
     }
-    while o.kad.poll_output().is_some() {}
+    while let Some(out) = o.kad.poll_output() {
+        if let KadOutput::DialBack { peer, .. } = out {
+            o.kad.handle_dial_back(peer, true, o.now);
+        }
+    }
     o
 }
 

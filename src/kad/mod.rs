@@ -2,6 +2,7 @@
 //! records. Sans-IO: messages and `now` in; messages to send, penalties and lookup
 //! results out. The node core carries the messages on their own channel.
 
+mod dial_back;
 pub mod key;
 pub mod lookup;
 pub mod provider;
@@ -28,7 +29,7 @@ use key::{key_in_bucket, Key};
 use lookup::Lookup;
 use providers::ProviderStore;
 use record::{PeerRecord, UncheckedRecord, VerifiedRecords};
-use table::{Insert, RoutingTable, TableConfig};
+use table::{RoutingTable, TableConfig};
 
 /// The channel Kademlia RPCs ride on.
 pub const KAD_CHANNEL: u32 = 0xffff_0001;
@@ -66,6 +67,10 @@ pub struct KadConfig {
     pub lookup_timeout: Duration,
     /// Keys one peer may be stored as a provider of.
     pub max_provided_per_peer: usize,
+    /// A record enters the routing table only once one of its addresses was
+    /// reached: by a connection we dialed there, else by a dial-back
+    /// ([`KadOutput::DialBack`]). Off: a peer's word on its address is taken.
+    pub dial_back: bool,
 }
 
 impl Default for KadConfig {
@@ -85,6 +90,7 @@ impl Default for KadConfig {
             max_lookups: 256,
             lookup_timeout: Duration::from_secs(60),
             max_provided_per_peer: 64,
+            dial_back: true,
         }
     }
 }
@@ -127,6 +133,15 @@ pub enum KadOutput {
         reason: &'static str,
         /// A nuisance (too many requests) rather than a violation.
         minor: bool,
+    },
+    /// Dial `peer` at `addrs` (in order, until one answers as `peer`) and tell
+    /// [`Kademlia::handle_dial_back`] whether it was reached: its record waits for
+    /// that before it enters the table.
+    DialBack {
+        /// Whom.
+        peer: PeerId,
+        /// Where its record says it listens.
+        addrs: Vec<SocketAddr>,
     },
 }
 
@@ -192,6 +207,8 @@ pub struct Kademlia {
     /// Peers never passed on: kept out of the table and the provider store, so no
     /// answer (and no peer exchange sampled from the table) names them.
     private: crate::collections::Set<PeerId>,
+    /// Records waiting for their dial-back.
+    dial_backs: dial_back::DialBacks,
 }
 
 impl Kademlia {
@@ -228,6 +245,7 @@ impl Kademlia {
             next_lookup: 0,
             bootstrapped: false,
             private: Default::default(),
+            dial_backs: Default::default(),
         }
     }
 

@@ -87,19 +87,7 @@ impl Kademlia {
         match self.verify_record(raw) {
             Ok(rec) if rec.id == from && self.private.contains(&from) => Ok(Some(rec)),
             Ok(rec) if rec.id == from => {
-                if let Insert::PingLeastRecent(lrs) = self.table.insert(rec.clone(), seen, now) {
-                    if let Some(addrs) = self.table.get(&lrs).map(|r| r.addrs.clone()) {
-                        self.request(
-                            lrs,
-                            addrs,
-                            wire::kad_request::Body::Ping(wire::KadPing {}),
-                            None,
-                            true,
-                            now,
-                        );
-                    }
-                }
-                self.bootstrap_on_first_contact(now);
+                self.admit_record(rec.clone(), seen, now);
                 Ok(Some(rec))
             }
             Ok(_) => {

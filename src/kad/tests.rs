@@ -89,6 +89,14 @@ impl SimNet {
                         KadOutput::Misbehaved { peer, reason, .. } => {
                             self.misbehaved.push((i, peer, reason))
                         }
+                        KadOutput::DialBack { peer, addrs } => {
+                            // Reached if a live node listens at the first address.
+                            let live = self.index.get(&peer).is_some_and(|&to| {
+                                !self.dead.contains(&to) && addrs.first() == Some(&addr_of(to))
+                            });
+                            let now = self.now;
+                            self.nodes[i].handle_dial_back(peer, live, now);
+                        }
                     }
                 }
                 while let Some(r) = self.nodes[i].poll_result() {

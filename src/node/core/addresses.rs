@@ -79,3 +79,96 @@ impl NodeCore {
         self.kad.as_ref().map(|k| k.local_record())
     }
 }
+
+/// Addresses of one record tried by a dial-back, at most.
+const MAX_DIAL_BACK_ADDRS: usize = 3;
+
+/// A dial-back under way: the addresses still to try (last first) and the
+/// connection trying one now.
+#[derive(Debug)]
+pub(super) struct DialBack {
+    remaining: Vec<SocketAddr>,
+    conn: Option<ConnId>,
+}
+
+impl NodeCore {
+    /// The DHT asks us to reach `peer` at `addrs` before its record enters the
+    /// table: a connection we dialed to one of them proves it at once; otherwise a
+    /// lookup-only connection tries them in order (it takes no slot and closes when
+    /// idle, or serves the DHT meanwhile).
+    pub(super) fn dial_back(&mut self, peer: PeerId, mut addrs: Vec<SocketAddr>, now: Instant) {
+        let reached = self.conns.values().any(|e| {
+            e.conn.direction() == Direction::Outbound
+                && e.conn.is_established()
+                && e.conn.remote() == Some(peer)
+                && addrs.contains(&e.addr)
+        });
+        if reached {
+            if let Some(kad) = &mut self.kad {
+                kad.handle_dial_back(peer, true, now);
+            }
+            return;
+        }
+        if self.dial_backs.contains_key(&peer) {
+            return;
+        }
+        addrs.truncate(MAX_DIAL_BACK_ADDRS);
+        addrs.reverse();
+        self.dial_backs.insert(
+            peer,
+            DialBack {
+                remaining: addrs,
+                conn: None,
+            },
+        );
+        self.dial_back_next(peer, now);
+    }
+
+    /// Whether a dial-back of `peer` is under way (its dial may go to a peer we
+    /// are connected to).
+    pub(super) fn dialing_back(&self, peer: &PeerId) -> bool {
+        self.dial_backs.contains_key(peer)
+    }
+
+    fn dial_back_next(&mut self, peer: PeerId, now: Instant) {
+        loop {
+            let next = self
+                .dial_backs
+                .get_mut(&peer)
+                .and_then(|d| d.remaining.pop());
+            let Some(addr) = next else {
+                self.dial_backs.remove(&peer);
+                if let Some(kad) = &mut self.kad {
+                    kad.handle_dial_back(peer, false, now);
+                }
+                return;
+            };
+            if let Some(id) = self.dial_with(addr, Some(peer), false, true, now) {
+                if let Some(d) = self.dial_backs.get_mut(&peer) {
+                    d.conn = Some(id);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Connection `id` reached `peer`: if it was a dial-back's, the record goes in.
+    pub(super) fn dial_back_reached(&mut self, id: ConnId, peer: PeerId, now: Instant) {
+        if self.dial_backs.get(&peer).and_then(|d| d.conn) == Some(id) {
+            self.dial_backs.remove(&peer);
+            if let Some(kad) = &mut self.kad {
+                kad.handle_dial_back(peer, true, now);
+            }
+        }
+    }
+
+    /// Connection `id` to `peer` failed or closed before it was established: a
+    /// dial-back's tries the next address.
+    pub(super) fn dial_back_lost(&mut self, id: ConnId, peer: Option<PeerId>, now: Instant) {
+        let Some(peer) = peer else { return };
+        if self.dial_backs.get(&peer).and_then(|d| d.conn) == Some(id) {
+            self.dial_back_next(peer, now);
+            self.drain_kad(now);
+        }
+    }
+}

@@ -289,6 +289,11 @@ impl NodeCore {
         };
         entry.observed = info.observed_addr;
         let from = entry.addr;
+        if entry.conn.direction() == Direction::Outbound {
+            if let Some(kad) = &mut self.kad {
+                kad.on_reached(remote, from);
+            }
+        }
         self.note_observed(from, info.observed_addr);
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
@@ -331,6 +336,7 @@ impl NodeCore {
                     .send(KAD_CHANNEL, Arc::new(bytes), SendOptions::default());
             }
             self.kad_conns.insert(remote, id);
+            self.dial_back_reached(id, remote, now);
             self.flush_requests(id, remote, now);
             if introduce {
                 if let Some(kad) = &mut self.kad {

@@ -54,7 +54,7 @@ impl NodeCore {
             return None;
         }
         if let Some(peer) = expected {
-            if self.peers.contains_key(&peer) {
+            if self.peers.contains_key(&peer) && !(lookup_only && self.dialing_back(&peer)) {
                 return None;
             }
             if self.manager.is_banned(&peer, now) {

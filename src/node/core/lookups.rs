@@ -6,6 +6,7 @@ use super::*;
 impl NodeCore {
     /// A lookup-only connection ended: what waited for it fails.
     pub(super) fn lookup_conn_gone(&mut self, id: ConnId, peer: Option<PeerId>, now: Instant) {
+        self.dial_back_lost(id, peer, now);
         let Some(peer) = peer else { return };
         if self.kad_conns.get(&peer) == Some(&id) {
             self.kad_conns.remove(&peer);
@@ -91,6 +92,7 @@ impl NodeCore {
                     KadOutput::Send { peer, addrs, bytes } => {
                         self.send_kad(peer, addrs, bytes, now)
                     }
+                    KadOutput::DialBack { peer, addrs } => self.dial_back(peer, addrs, now),
                     KadOutput::Misbehaved {
                         peer,
                         reason,

@@ -165,6 +165,8 @@ pub(crate) struct NodeCore {
     request_rtt: Map<PeerId, Duration>,
     /// What peers told us about our address.
     observed: crate::node::observed::ObservedAddrs,
+    /// Dial-backs under way, by peer.
+    dial_backs: Map<PeerId, addresses::DialBack>,
 }
 
 impl NodeCore {
@@ -253,6 +255,7 @@ impl NodeCore {
             light_channels,
             request_rtt: Map::default(),
             observed: Default::default(),
+            dial_backs: Map::default(),
         }
     }
 
@@ -369,6 +372,9 @@ impl NodeCore {
         }
         if let Some(k) = &self.kad {
             m.dht_providing = k.providing() as u64;
+            let (waiting, dropped) = k.dial_backs();
+            m.dht_dial_backs_waiting = waiting as u64;
+            m.dht_dial_backs_dropped = dropped;
         }
         for (peer, id) in &self.peers {
             let Some(e) = self.conns.get(id) else {
