@@ -139,6 +139,48 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Services and routing
+//!
+//! A node of partition X announces itself under a name's key, with a little
+//! metadata it signs; any node routes a request to "a node of partition X",
+//! falling back to the next provider (ranked by score and round trip) when one is
+//! dead or slow.
+//!
+//! ```no_run
+//! # use meshwire::{NodeHandle, RouteOptions, RouteOutcome};
+//! # fn f(server: NodeHandle, client: NodeHandle) -> Result<(), Box<dyn std::error::Error>> {
+//! use meshwire::kad::key::key_from_name;
+//! const API: u32 = 4;
+//! let partition_x = key_from_name("acc/partition/X");
+//! server.provide_with(partition_x, b"api=v2".to_vec())?;
+//! match client.route(partition_x, API, b"balance?".to_vec(), RouteOptions::default()) {
+//!     RouteOutcome::Delivered { peer, answer, failed } => {
+//!         println!("{peer} answered {answer:?} after {} fallbacks", failed.len())
+//!     }
+//!     other => println!("no answer: {other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Metrics
+//!
+//! [`NodeHandle::metrics`] is a snapshot of every counter; its Prometheus text
+//! carries per-peer keepalive RTTs and bytes, per-topic gossip deliveries, hops
+//! and one-way delay (messages carry their origin's signed publish time), and the
+//! DHT's table size, providers and lookup latency. The node program serves it with
+//! `--metrics ADDR`.
+//!
+//! ```no_run
+//! # use meshwire::NodeHandle;
+//! # fn f(node: NodeHandle) -> Result<(), Box<dyn std::error::Error>> {
+//! let m = node.metrics()?;
+//! if let Some(blocks) = m.topics.get("blocks") {
+//!     println!("p99 one-way delay at most {:?}", blocks.delay.quantile_bound(0.99));
+//! }
+//! print!("{}", m.to_prometheus()); // meshwire_gossip_delay_seconds_bucket{topic="blocks",le="0.05"} ...
+//! # Ok(()) }
+//! ```
+//!
 //! A validator behind sentries: the validator runs no DHT, takes no other peers,
 //! and keeps its sentries in reserved slots; each sentry keeps the validator
 //! unconditional (past its limits) and private (out of every DHT answer and peer
