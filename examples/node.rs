@@ -150,8 +150,15 @@ fn main() {
             match ev {
                 Event::Gossip(g) => {
                     let origin = g.origin.map_or("anonymous".to_string(), |o| o.to_string());
+                    // The origin's signed publish time, against our clock.
+                    let delay = g
+                        .origin_time
+                        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                        .map_or(String::new(), |d| {
+                            format!(", {:.1} ms", d.as_secs_f64() * 1e3)
+                        });
                     println!(
-                        "{origin} ({} hops): {}",
+                        "{origin} ({} hops{delay}): {}",
                         g.hops,
                         String::from_utf8_lossy(&g.data)
                     );
@@ -164,6 +171,9 @@ fn main() {
                     log::info!("{} disconnected: {reason}", peer.short())
                 }
                 Event::DialFailed { addr, reason } => log::info!("dial {addr} failed: {reason}"),
+                Event::AddressAdopted { addr } => {
+                    log::info!("peers see us on {addr}: announcing it too")
+                }
                 _ => {}
             }
         }

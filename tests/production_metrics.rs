@@ -7,10 +7,13 @@
 //! - its mean delay is at most the mean this test saw + 2 ms (the node accepts a
 //!   message before the test can read the event; 2 ms covers the wall clock and
 //!   the monotonic clock drifting apart and microsecond rounding), and at least
-//!   that mean − 250 ms (the event waits in a queue until this test's loop, which
-//!   serves 50 nodes on a 2-core machine, reads it);
+//!   that mean − 500 ms (the event waits in a queue until this test's loop, which
+//!   serves 50 nodes on a 2-core machine, reads it: quiet, the gap is a few ms;
+//!   with a release build of the simulator's tests running beside it, at most
+//!   171 ms in 9 runs);
 //! - a lookup's recorded latency is at most the blocking call's duration + 2 ms,
-//!   and at least it − 250 ms (command and reply pass through the loop);
+//!   and at least it − 500 ms (command and reply pass through the loop: at most
+//!   58 ms in the same loaded runs);
 //! - an RTT is above 0 and below 1 s (loopback; a loaded debug build);
 //! - the routing table's size is between 10 and 49 (50 nodes, one seed).
 
@@ -147,10 +150,11 @@ fn fifty_nodes_export_rtts_delay_histograms_and_dht_figures_that_match_the_tests
     }
 
     let slack = Duration::from_millis(2);
-    let lag = Duration::from_millis(250);
+    let lag = Duration::from_millis(500);
     let mut single_lookups = 0;
     let mut provider_records = 0.0;
     let mut means: Vec<(Duration, Duration)> = Vec::new();
+    let (mut worst_delay_gap, mut worst_lookup_gap) = (Duration::ZERO, Duration::ZERO);
     for (i, n) in nodes.iter().enumerate() {
         let s = prometheus(n);
         let peers = n.peers().len();
@@ -193,6 +197,7 @@ fn fifty_nodes_export_rtts_delay_histograms_and_dht_figures_that_match_the_tests
             "node {i}: mean delay {node_mean:?} by its metrics, {test_mean:?} by the test"
         );
         means.push((node_mean, test_mean));
+        worst_delay_gap = worst_delay_gap.max(test_mean.saturating_sub(node_mean));
         let hops: f64 = s
             .iter()
             .filter(|(k, _)| k.starts_with("meshwire_gossip_hops_total{"))
@@ -216,6 +221,7 @@ fn fifty_nodes_export_rtts_delay_histograms_and_dht_figures_that_match_the_tests
                 sample(after, "meshwire_dht_lookup_seconds_sum")
                     - sample(before, "meshwire_dht_lookup_seconds_sum"),
             );
+            worst_lookup_gap = worst_lookup_gap.max(took.saturating_sub(recorded));
             assert!(
                 recorded <= *took + slack && *took <= recorded + lag,
                 "node {i}: lookup {recorded:?} by its metrics, {took:?} by the test"
@@ -225,8 +231,9 @@ fn fifty_nodes_export_rtts_delay_histograms_and_dht_figures_that_match_the_tests
     means.sort();
     let (node_median, test_median) = means[means.len() / 2];
     eprintln!(
-        "median node mean delay {node_median:?} by metrics vs {test_median:?} by the test; \
-         {single_lookups} clean lookup samples; {provider_records} provider records"
+        "median node mean delay {node_median:?} by metrics vs {test_median:?} by the test \
+         (worst gap {worst_delay_gap:?}); {single_lookups} clean lookup samples (worst gap \
+         {worst_lookup_gap:?}); {provider_records} provider records"
     );
     // Background lookups (table refresh) may land in a snapshot pair now and then;
     // most pairs hold exactly the test's lookup.

@@ -212,9 +212,10 @@ impl NodeSlot {
     /// The node's timer fired.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         // The wall clock follows the system's, steps included (read here: the
-        // core reads no clock).
-        self.core
-            .handle_wall_clock(now, std::time::SystemTime::now());
+        // core reads no clock). Both clocks are read together, not `now` (the
+        // batch's start, maybe long ago under load) against the wall clock of now.
+        let (at, wall) = (Instant::now(), std::time::SystemTime::now());
+        self.core.handle_wall_clock(at, wall);
         node_timer(&mut self.core, &mut self.delivery, now);
     }
 }

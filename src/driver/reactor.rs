@@ -140,7 +140,7 @@ impl Reactor {
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
-                    self.drain_commands(now);
+                    self.drain_commands();
                     continue;
                 }
                 let token = token.0;
@@ -162,13 +162,17 @@ impl Reactor {
                 }
             }
             self.fire_timers(now, &mut work);
+            // Each connection is read at the time it is read, not at the batch's
+            // start: under load a batch takes long, and what the cores stamp with
+            // `now` (one-way delays, RTTs, deadlines) would be early by that much.
             for token in work {
-                self.service(token, now);
+                self.service(token, Instant::now());
             }
             // Outputs of the connections serviced: events, wakes of other connections.
             let mut dirty = std::mem::take(&mut self.dirty);
             dirty.sort_unstable();
             dirty.dedup();
+            let now = Instant::now();
             for node in dirty {
                 self.after_node(node, now);
             }
@@ -177,11 +181,14 @@ impl Reactor {
 
     // ------------------------------------------------------------ commands
 
-    fn drain_commands(&mut self, now: Instant) {
+    fn drain_commands(&mut self) {
         self.shared.wake_pending.store(false, Ordering::Release);
         for _ in 0..COMMAND_BUDGET {
             match self.commands.try_recv() {
-                Ok(cmd) => self.command(cmd, now),
+                // Each at its own time: a command sent while this loop runs (in
+                // answer to a reply it just gave) must not start a lookup's clock
+                // or a deadline before it was sent.
+                Ok(cmd) => self.command(cmd, Instant::now()),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.stop = true;

@@ -300,7 +300,7 @@ impl NodeBuilder {
             now,
             unix_secs(),
         );
-        core.handle_wall_clock(now, std::time::SystemTime::now());
+        core.handle_wall_clock(Instant::now(), std::time::SystemTime::now());
         core.start(now);
         let slot = NodeSlot::new(
             core,
