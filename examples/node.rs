@@ -36,8 +36,9 @@ OPTIONS:
     --help                 This text.
 
 Lines typed on stdin are published to the topic. Received messages are printed as
-`<origin> (<hops> hops): <text>`. RUST_LOG (error, warn, info, debug, trace) sets
-the log level; logs go to stderr.";
+`<origin> (<hops> hops, <one-way delay> ms): <text>`, the delay from the origin's
+signed publish time. RUST_LOG (error, warn, info, debug, trace) sets the log
+level; logs go to stderr.";
 
 struct Options {
     listen: SocketAddr,
