@@ -3,6 +3,8 @@
 //! results out. The node core carries the messages on their own channel.
 
 mod dial_back;
+mod violation;
+pub use violation::KadViolation;
 pub mod key;
 pub mod lookup;
 pub mod provider;
@@ -125,14 +127,13 @@ pub enum KadOutput {
         /// The encoded `KadMessage`.
         bytes: Vec<u8>,
     },
-    /// `peer` broke the protocol (garbage, forged records, too many requests).
+    /// `peer` broke the protocol (garbage, forged records), or made too many
+    /// requests ([`KadViolation::is_minor`]).
     Misbehaved {
         /// Who.
         peer: PeerId,
         /// How.
-        reason: &'static str,
-        /// A nuisance (too many requests) rather than a violation.
-        minor: bool,
+        reason: KadViolation,
     },
     /// Dial `peer` at `addrs` (in order, until one answers as `peer`) and tell
     /// [`Kademlia::handle_dial_back`] whether it was reached: its record waits for

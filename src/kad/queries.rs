@@ -180,7 +180,7 @@ impl Kademlia {
         forgers.sort_unstable();
         forgers.dedup();
         for peer in forgers {
-            self.misbehaved(peer, "forged peer record");
+            self.misbehaved(peer, KadViolation::ForgedRecord);
         }
     }
 

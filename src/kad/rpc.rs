@@ -45,8 +45,8 @@ impl Kademlia {
         let (k, max_providers) = (self.config.table.k, self.config.max_providers_per_key);
         let reason = match shape::within_limits(bytes, k, max_providers) {
             Ok(true) => None,
-            Ok(false) => Some("kad message over its limits"),
-            Err(_) => Some("undecodable kad message"),
+            Ok(false) => Some(KadViolation::OverLimits),
+            Err(_) => Some(KadViolation::Undecodable),
         };
         if let Some(reason) = reason {
             // Whatever it was meant to answer counts as failed: lookups move on.
@@ -54,24 +54,21 @@ impl Kademlia {
             return self.on_unreachable(from, now);
         }
         let Ok(msg) = wire::KadMessage::decode(bytes) else {
-            return self.misbehaved(from, "undecodable kad message");
+            return self.misbehaved(from, KadViolation::Undecodable);
         };
         match msg.msg {
             Some(wire::kad_message::Msg::Request(req)) => self.handle_request(from, seen, req, now),
             Some(wire::kad_message::Msg::Response(resp)) => {
                 self.handle_response(from, seen, resp, now)
             }
-            None => self.misbehaved(from, "empty kad message"),
+            None => self.misbehaved(from, KadViolation::Empty),
         }
     }
 
-    pub(super) fn misbehaved(&mut self, peer: PeerId, reason: &'static str) {
+    pub(super) fn misbehaved(&mut self, peer: PeerId, reason: KadViolation) {
         log::debug!("kad: peer {} misbehaved: {reason}", peer.short());
-        self.outputs.push_back(KadOutput::Misbehaved {
-            peer,
-            reason,
-            minor: false,
-        });
+        self.outputs
+            .push_back(KadOutput::Misbehaved { peer, reason });
     }
 
     /// Verifies the record a peer sent about itself and puts it in the table. `Err`
@@ -91,11 +88,11 @@ impl Kademlia {
                 Ok(Some(rec))
             }
             Ok(_) => {
-                self.misbehaved(from, "sender record of another peer");
+                self.misbehaved(from, KadViolation::SenderRecordOfAnother);
                 Err(())
             }
             Err(_) => {
-                self.misbehaved(from, "invalid sender record");
+                self.misbehaved(from, KadViolation::InvalidSenderRecord);
                 Err(())
             }
         }
@@ -109,13 +106,7 @@ impl Kademlia {
         now: Instant,
     ) {
         if !self.rates.try_take(from, now) {
-            let reason = "kad request rate";
-            self.outputs.push_back(KadOutput::Misbehaved {
-                peer: from,
-                reason,
-                minor: true,
-            });
-            return;
+            return self.misbehaved(from, KadViolation::RequestRate);
         }
         let Ok(sender) = self.learn_sender(from, seen, req.sender, now) else {
             return;
@@ -132,13 +123,13 @@ impl Kademlia {
             Some(Body::Ping(_)) => {}
             Some(Body::FindNode(f)) => {
                 let Some(key) = key32(&f.key) else {
-                    return self.misbehaved(from, "bad key");
+                    return self.misbehaved(from, KadViolation::BadKey);
                 };
                 resp.closer = self.closest_except(&key, k, from);
             }
             Some(Body::GetProviders(g)) => {
                 let Some(key) = key32(&g.key) else {
-                    return self.misbehaved(from, "bad key");
+                    return self.misbehaved(from, KadViolation::BadKey);
                 };
                 resp.providers = self
                     .providers
@@ -150,26 +141,26 @@ impl Kademlia {
             }
             Some(Body::AddProvider(a)) => {
                 let Some(key) = key32(&a.key) else {
-                    return self.misbehaved(from, "bad key");
+                    return self.misbehaved(from, KadViolation::BadKey);
                 };
                 let Some(rec) = sender else {
-                    return self.misbehaved(from, "provider without a record");
+                    return self.misbehaved(from, KadViolation::ProviderWithoutRecord);
                 };
                 // The metadata's bound is checked before the signature is.
                 if a.metadata.len() > MAX_PROVIDER_METADATA {
-                    return self.misbehaved(from, "provider metadata too large");
+                    return self.misbehaved(from, KadViolation::ProviderMetadataTooLarge);
                 }
                 if !self.private.contains(&from) {
                     let Some(provider) = Provider::verified(rec, &key, a.metadata, a.signature)
                     else {
-                        return self.misbehaved(from, "bad provider signature");
+                        return self.misbehaved(from, KadViolation::BadProviderSignature);
                     };
                     // Our TTL cap, and a cap per provider, whatever the peer asks for.
                     let ttl = Duration::from_secs(a.ttl_secs).min(self.config.provider_ttl);
                     self.providers.add(key, provider, ttl, now);
                 }
             }
-            None => return self.misbehaved(from, "kad request without body"),
+            None => return self.misbehaved(from, KadViolation::NoBody),
         }
         let bytes = wire::KadMessage {
             msg: Some(wire::kad_message::Msg::Response(resp)),
@@ -209,13 +200,13 @@ impl Kademlia {
         };
         if pending.peer != from {
             self.track(resp.id, pending);
-            return self.misbehaved(from, "answer to a request sent elsewhere");
+            return self.misbehaved(from, KadViolation::UnsolicitedAnswer);
         }
         let k = self.config.table.k;
         let oversized =
             resp.closer.len() > k || resp.providers.len() > self.config.max_providers_per_key;
         if oversized {
-            self.misbehaved(from, "oversized kad answer");
+            self.misbehaved(from, KadViolation::OversizedAnswer);
         }
         if oversized || self.learn_sender(from, seen, resp.sender, now).is_err() {
             // A dropped answer is a failed request: the lookup moves on without it.
@@ -248,7 +239,7 @@ impl Kademlia {
             })
             .collect();
         if malformed {
-            self.misbehaved(from, "malformed peer record");
+            self.misbehaved(from, KadViolation::MalformedRecord);
         }
         if let Some(id) = pending.lookup {
             if let Some(run) = self.lookups.get_mut(&id) {

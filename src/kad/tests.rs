@@ -11,7 +11,7 @@ pub(crate) struct SimNet {
     pub index: HashMap<PeerId, usize>,
     pub now: Instant,
     pub dead: HashSet<usize>,
-    pub misbehaved: Vec<(usize, PeerId, &'static str)>,
+    pub misbehaved: Vec<(usize, PeerId, KadViolation)>,
     dirty: Vec<usize>,
 }
 
@@ -348,7 +348,7 @@ fn forged_and_replayed_records_are_rejected_and_reported() {
     assert!(
         std::iter::from_fn(|| net.nodes[asker].poll_output()).any(|out| matches!(
             out,
-            KadOutput::Misbehaved { peer, reason: "forged peer record", .. } if peer == liar_id
+            KadOutput::Misbehaved { peer, reason: KadViolation::ForgedRecord, .. } if peer == liar_id
         )),
         "the forged record was not reported"
     );
@@ -374,10 +374,9 @@ fn forged_and_replayed_records_are_rejected_and_reported() {
     net.nodes[asker].handle_message(liar_id, None, &bytes, now);
     net.touch(asker);
     net.pump();
-    assert!(net
-        .misbehaved
-        .iter()
-        .any(|(i, p, r)| *i == asker && *p == liar_id && *r == "sender record of another peer"));
+    assert!(net.misbehaved.iter().any(|(i, p, r)| *i == asker
+        && *p == liar_id
+        && *r == KadViolation::SenderRecordOfAnother));
 }
 
 #[test]
@@ -389,7 +388,7 @@ fn garbage_and_request_floods_are_reported() {
     assert!(matches!(
         net.nodes[0].poll_output(),
         Some(KadOutput::Misbehaved {
-            reason: "undecodable kad message",
+            reason: KadViolation::Undecodable,
             ..
         })
     ));
@@ -409,7 +408,7 @@ fn garbage_and_request_floods_are_reported() {
             if matches!(
                 out,
                 KadOutput::Misbehaved {
-                    reason: "kad request rate",
+                    reason: KadViolation::RequestRate,
                     ..
                 }
             ) {

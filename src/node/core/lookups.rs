@@ -93,13 +93,9 @@ impl NodeCore {
                         self.send_kad(peer, addrs, bytes, now)
                     }
                     KadOutput::DialBack { peer, addrs } => self.dial_back(peer, addrs, now),
-                    KadOutput::Misbehaved {
-                        peer,
-                        reason,
-                        minor,
-                    } => {
+                    KadOutput::Misbehaved { peer, reason } => {
                         log::debug!("peer {} misbehaved in the DHT: {reason}", peer.short());
-                        let penalty = if minor {
+                        let penalty = if reason.is_minor() {
                             -self.config.limits.violation_penalty / 10.0
                         } else {
                             -self.config.limits.violation_penalty
