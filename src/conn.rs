@@ -474,6 +474,7 @@ impl Connection {
     }
 
     /// The next event.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
     }
@@ -509,6 +510,7 @@ impl Connection {
     }
 
     /// Bytes to write now; sealing new frames when the previous ones are written.
+    #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> &[u8] {
         self.arm_drop(now);
         if self.out_pos == self.out.len() {
@@ -566,6 +568,7 @@ impl Connection {
     }
 
     /// When [`Connection::handle_timeout`] must run.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.done.is_some() {
             return self.drop_at.filter(|_| self.out_pos < self.out.len());

@@ -8,6 +8,7 @@ impl Router {
     // ------------------------------------------------------------ heartbeat
 
     /// When [`Router::heartbeat`] must run.
+    #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         let next = self
             .iwant_due

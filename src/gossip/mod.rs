@@ -584,6 +584,7 @@ impl Router {
     }
 
     /// The next thing to do.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<GossipOutput> {
         self.outputs.pop_front()
     }

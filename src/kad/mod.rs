@@ -280,11 +280,13 @@ impl Kademlia {
     // ------------------------------------------------------------ outputs
 
     /// The next message to send or penalty to apply.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<KadOutput> {
         self.outputs.pop_front()
     }
 
     /// The next finished lookup.
+    #[must_use]
     pub fn poll_result(&mut self) -> Option<LookupResult> {
         self.results.pop_front()
     }

@@ -289,6 +289,7 @@ impl Kademlia {
     }
 
     /// When [`Kademlia::handle_timeout`] must run.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut at = self.next_refresh;
         if let Some((first, _)) = self.deadlines.first() {

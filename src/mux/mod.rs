@@ -338,6 +338,7 @@ impl Mux {
     }
 
     /// The next event.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<MuxEvent> {
         self.events.pop_front()
     }
@@ -434,6 +435,7 @@ impl Mux {
     }
 
     /// The next time [`Mux::handle_timeout`] must run.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let keepalive = match self.awaiting_pong {
             Some((_, deadline)) => deadline,

@@ -341,6 +341,7 @@ impl RequestBook {
     }
 
     /// The earliest deadline.
+    #[must_use]
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.deadlines.first().map(|(t, _, _)| *t)
     }

@@ -110,11 +110,13 @@ impl Handshake {
     }
 
     /// Bytes to send, if any.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         (!self.out.is_empty()).then(|| std::mem::take(&mut self.out))
     }
 
     /// When [`Handshake::handle_timeout`] must be called; `None` once finished or failed.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.stage {
             Stage::Done | Stage::Failed(_) => None,
