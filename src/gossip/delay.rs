@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::gossip::Router;
+use crate::gossip::{Router, TopicMetrics};
 
 impl Router {
     /// The wall clock reads `wall` at `now` (the router reads no clock: the driver
@@ -22,33 +22,39 @@ impl Router {
         }
     }
 
-    /// A message of `topic` stamped `origin_time_micros` (0: none) was accepted at
-    /// `now`: its one-way delay goes into the topic's histogram.
-    pub(super) fn record_delay(&mut self, topic: &str, origin_time_micros: u64, now: Instant) {
-        if origin_time_micros == 0 {
-            return;
-        }
-        let Some(wall) = self.wall_time(now) else {
-            return;
-        };
-        let Some(t) = self.topics.get_mut(topic) else {
-            return;
-        };
-        let sent = SystemTime::UNIX_EPOCH + Duration::from_micros(origin_time_micros);
-        let m = &mut t.metrics;
-        match wall.duration_since(sent) {
-            Ok(d) => m.delay.record(d),
+    /// A message stamped `origin_time_micros` (0: none) accepted at `now`: when it
+    /// was sent and when it arrived, by the wall clock (`None` if unstamped or we
+    /// have no clock).
+    pub(super) fn stamp_and_arrival(
+        &self,
+        origin_time_micros: u64,
+        now: Instant,
+    ) -> Option<(SystemTime, SystemTime)> {
+        origin_time(origin_time_micros).zip(self.wall_time(now))
+    }
+}
+
+impl TopicMetrics {
+    /// A message sent at `sent` (by its origin's clock) arrived at `arrived`: its
+    /// one-way delay goes into the histogram.
+    pub(super) fn record_delay(&mut self, (sent, arrived): (SystemTime, SystemTime)) {
+        match arrived.duration_since(sent) {
+            Ok(d) => self.delay.record(d),
             Err(_) => {
-                m.clock_ahead += 1;
-                m.delay.record(Duration::ZERO);
+                self.clock_ahead += 1;
+                self.delay.record(Duration::ZERO);
             }
         }
     }
 }
 
-/// The publish time a message carries, as a time (`None` when unstamped).
+/// The publish time a message carries, as a time (`None` when unstamped, or so
+/// far out that the platform's clock cannot hold it: the origin chose it).
 pub(super) fn origin_time(micros: u64) -> Option<SystemTime> {
-    (micros != 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_micros(micros))
+    if micros == 0 {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(micros))
 }
 
 #[cfg(test)]
@@ -111,6 +117,17 @@ mod tests {
         assert_eq!(m.delay.counts[5], 1, "30 ms: the 50 ms bucket");
         assert_eq!(m.delay.counts[8], 1, "300 ms: the 500 ms bucket");
         assert_eq!(m.delay.sum_micros, 330_000);
+    }
+
+    #[test]
+    fn any_stamp_an_origin_signs_is_taken_without_panic() {
+        assert_eq!(origin_time(0), None);
+        let far = origin_time(u64::MAX);
+        let mut m = TopicMetrics::default();
+        if let Some(sent) = far {
+            m.record_delay((sent, SystemTime::UNIX_EPOCH));
+            assert_eq!((m.clock_ahead, m.delay.count), (1, 1));
+        }
     }
 
     #[test]

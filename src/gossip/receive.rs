@@ -301,7 +301,7 @@ impl Router {
         via_iwant: bool,
         now: Instant,
     ) -> Vec<(PeerId, bool, bool)> {
-        self.record_delay(topic_name, origin_time_micros, now);
+        let stamp = self.stamp_and_arrival(origin_time_micros, now);
         if let Some(p) = self.peers.get_mut(&from) {
             p.score
                 .count(&self.weights, Some(topic_name), Counter::FirstDelivery, 1.0);
@@ -321,6 +321,9 @@ impl Router {
         let m = &mut topic.metrics;
         m.deliveries += 1;
         m.hops[(hops as usize).min(15)] += 1;
+        if let Some(stamp) = stamp {
+            m.record_delay(stamp);
+        }
         if m.first_sources.len() < 64 || m.first_sources.contains_key(&from) {
             *m.first_sources.entry(from).or_default() += 1;
         }

@@ -164,8 +164,6 @@ impl NodeCore {
                 }
             }
             outcome.finished = conn.is_finished();
-        }
-        if let Some(e) = self.conns.get_mut(&id) {
             e.bytes_read += outcome.read as u64;
             e.bytes_written += outcome.written as u64;
         }

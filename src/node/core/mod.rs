@@ -369,8 +369,6 @@ impl NodeCore {
             m.dht_table_peers = k.table().len() as u64;
             m.dht_provider_records = k.provider_records() as u64;
             m.dht_lookups_running = k.running_lookups() as u64;
-        }
-        if let Some(k) = &self.kad {
             m.dht_providing = k.providing() as u64;
             let (waiting, dropped) = k.dial_backs();
             m.dht_dial_backs_waiting = waiting as u64;
