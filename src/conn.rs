@@ -509,142 +509,14 @@ impl Connection {
         }
     }
 
-    /// Bytes to write now; sealing new frames when the previous ones are written.
-    #[must_use]
-    pub fn poll_transmit(&mut self, now: Instant) -> &[u8] {
-        self.arm_drop(now);
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-            if self.done.is_none() {
-                self.seal_frames(now);
-            }
-        }
-        &self.out[self.out_pos..]
-    }
-
-    fn seal_frames(&mut self, now: Instant) {
-        let State::Open(open) = &mut self.state else {
-            return;
-        };
-        let max = open.sealer.max_plaintext();
-        for _ in 0..open.mux.batch_frames(now) {
-            if !open.mux.wants_to_send(now) {
-                break;
-            }
-            let start = FrameSealer::begin_frame(&mut self.out);
-            if open.mux.fill_frame(&mut self.out, max, now) == 0 {
-                self.out.truncate(start);
-                break;
-            }
-            if let Err(e) = open.sealer.seal_in_place(&mut self.out, start) {
-                self.out.truncate(start);
-                self.done = Some(DisconnectReason::Frame(e));
-                return;
-            }
-        }
-        self.check_close_complete();
-    }
-
-    /// `n` bytes of [`Connection::poll_transmit`] were written.
-    pub fn advance_transmit(&mut self, n: usize) {
-        self.out_pos = (self.out_pos + n).min(self.out.len());
-    }
-
-    /// Bytes sealed but not yet written.
-    pub fn pending_output(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-
-    /// Whether there is output to write right now without sealing anything new.
-    pub fn wants_write(&mut self, now: Instant) -> bool {
-        if self.out_pos < self.out.len() {
-            return true;
-        }
-        match &mut self.state {
-            State::Open(open) if self.done.is_none() => open.mux.wants_to_send(now),
-            _ => false,
-        }
-    }
-
-    /// When [`Connection::handle_timeout`] must run.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.done.is_some() {
-            return self.drop_at.filter(|_| self.out_pos < self.out.len());
-        }
-        let t = match &self.state {
-            State::Handshaking(hs) => hs.poll_timeout(),
-            State::Open(open) => open.mux.poll_timeout(),
-        };
-        match self.local_close {
-            Some((_, linger)) => Some(t.map_or(linger, |t| t.min(linger))),
-            None => t,
-        }
-    }
-
-    /// Handles deadlines: handshake timeout, keepalive, stall, linger, and the hard
-    /// deadline after the end.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.done.is_some() {
-            self.arm_drop(now);
-            if self.drop_at.is_some_and(|at| now >= at) {
-                // The peer did not take the rest in time: give it up.
-                self.out_pos = self.out.len();
-            }
-            return;
-        }
-        if let Some((_, linger)) = self.local_close {
-            if now >= linger {
-                self.done = Some(DisconnectReason::Local(LocalClose::LingerTimeout));
-                return;
-            }
-        }
-        let result = match &mut self.state {
-            State::Handshaking(hs) => hs.handle_timeout(now).map_err(DisconnectReason::Handshake),
-            State::Open(open) => match open.mux.handle_timeout(now) {
-                Err(e) => Err(DisconnectReason::Protocol(e)),
-                Ok(()) if open.mux.is_stalled(now) => {
-                    Err(DisconnectReason::Local(LocalClose::Stalled))
-                }
-                Ok(()) => Ok(()),
-            },
-        };
-        if let Err(reason) = result {
-            self.finish(reason, now);
-            self.arm_drop(now);
-        }
-        self.release_idle_buffers();
-    }
-
-    /// Gives back buffers that hold nothing (on the connection's timers, so only a
-    /// quiet connection pays for allocating them again): an idle connection keeps a
-    /// few hundred bytes, not tens of KiB, so a node can hold many and the
-    /// simulator many nodes.
-    fn release_idle_buffers(&mut self) {
-        self.release_read_buffers();
-        if self.out_pos == self.out.len() && self.out.capacity() > 0 {
-            self.out = Vec::new();
-            self.out_pos = 0;
-        }
-    }
-
-    /// Gives back the read buffers if they hold nothing (the next read allocates
-    /// again).
-    fn release_read_buffers(&mut self) {
-        if let State::Open(open) = &mut self.state {
-            open.opener.release_if_empty();
-            if self.scratch.capacity() > 0 {
-                self.scratch = Vec::new();
-            }
-        }
-    }
-
     /// Messages queued but not started, for moving them to another connection.
     pub fn take_unsent(&mut self) -> Vec<crate::mux::Unsent> {
         self.mux().map(|m| m.take_unsent()).unwrap_or_default()
     }
 }
+
+mod timers;
+mod transmit;
 
 #[cfg(test)]
 #[path = "conn_tests.rs"]

@@ -595,6 +595,8 @@ mod hostile_tests;
 #[cfg(test)]
 mod implied_tests;
 #[cfg(test)]
+mod lone_tests;
+#[cfg(test)]
 mod stream_tests;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ pub(crate) mod core;
 pub(crate) mod delivery;
 mod event;
 mod handle;
+mod handle_overlay;
 mod handle_requests;
 #[cfg(any(test, fuzzing))]
 pub mod harness;

@@ -42,6 +42,7 @@
 
 mod bound;
 mod engine;
+mod event;
 mod link;
 pub mod model;
 mod network;
@@ -62,7 +63,8 @@ pub use model::{CostModel, LinkModel, Placement, REGIONS};
 pub use s1::{build_network, run_s1, wait_for_meshes, RouterProfile, S1Options, S1Report, TOPIC};
 pub use trace::Trace;
 
-use engine::{Engine, Ev};
+use engine::Engine;
+use event::Ev;
 
 /// Network id of every simulated node.
 const NETWORK: &str = "meshwire-sim";
@@ -307,7 +309,7 @@ impl Simulation {
 
     /// Events handled so far, by kind (for profiling the simulator).
     pub fn event_counts(&self) -> Vec<(&'static str, u64)> {
-        engine::Ev::KINDS
+        event::Ev::KINDS
             .iter()
             .copied()
             .zip(self.engine.counts)

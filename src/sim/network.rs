@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use crate::node::core::ConnId;
 
-use super::engine::{nanos, Engine, Ev};
+use super::engine::{nanos, Engine};
+use super::event::Ev;
 use super::link::{Link, SEGMENT};
 use super::model::serialization;
 
