@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::SocketOptions;
-use crate::node::command::{Reply, RequestId};
+use crate::node::command::{Command, Reply, RequestId};
 use crate::node::core::{ConnId, NodeCore, Output};
 use crate::node::delivery::{Delivery, NewQueue, Release};
 use crate::node::reactor::ReactorError;
@@ -45,6 +45,8 @@ pub(crate) struct NodeSlot {
     pub(crate) tokens: HashMap<ConnId, usize>,
     /// Shutdown finished: every connection is gone.
     pub(crate) finished: bool,
+    /// A shutdown was handed to the core: new queues are refused.
+    shutting_down: bool,
 }
 
 impl NodeSlot {
@@ -64,7 +66,16 @@ impl NodeSlot {
             listeners: Vec::new(),
             tokens: HashMap::new(),
             finished: false,
+            shutting_down: false,
         }
+    }
+
+    /// Hands the core a command from the application.
+    pub(crate) fn handle_command(&mut self, cmd: Command, now: Instant) {
+        if matches!(cmd, Command::Shutdown(_)) {
+            self.shutting_down = true;
+        }
+        self.core.handle_command(cmd, now);
     }
 
     /// Someone waits for the reply to `request`.
@@ -74,7 +85,7 @@ impl NodeSlot {
 
     /// A new reactor or topic queue.
     pub(crate) fn add_queue(&mut self, queue: NewQueue) -> Result<(), ReactorError> {
-        if self.core.is_shutting_down() {
+        if self.shutting_down {
             return Err(ReactorError::Closed);
         }
         let mut released = Vec::new();

@@ -241,7 +241,7 @@ impl Reactor {
             }
             LoopCommand::Node(index, cmd) => {
                 if let Some(slot) = self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
-                    slot.core.handle_command(cmd, now);
+                    slot.handle_command(cmd, now);
                     self.after_node(index, now);
                 }
             }
@@ -253,7 +253,7 @@ impl Reactor {
             } => {
                 if let Some(slot) = self.nodes.get_mut(index).and_then(|n| n.as_mut()) {
                     slot.expect_reply(request, reply);
-                    slot.core.handle_command(cmd, now);
+                    slot.handle_command(cmd, now);
                     self.after_node(index, now);
                 }
             }

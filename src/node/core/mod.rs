@@ -304,11 +304,6 @@ impl NodeCore {
         self.outputs.pop_front()
     }
 
-    /// Whether shutdown has begun.
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutdown.is_some()
-    }
-
     fn check_shutdown_done(&mut self) {
         if self.conns.is_empty() {
             if let Some(waiters) = &mut self.shutdown {
