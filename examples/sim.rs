@@ -13,7 +13,7 @@ fn usage() -> ! {
         "usage: sim [--nodes N] [--msgs M] [--size S] [--interval-ms I] [--seed X] \
          [--model regions|zero] [--config meshwire|gossipsub12] [--free-cpu] [--calibrate] \
          [--set knob=value ...]  knobs: d, d_lo, d_hi, d_max, d_lazy, d_eager_min, choke (0/1), \
-         idontwant_first_fragment (0/1), idontwant (0/1), cut_through (0/1), stream_chunk (bytes), stream_eager, stream_publish, history_gossip, heartbeat_ms, choke_min_lag_ms, choke_after, \
+         idontwant_first_fragment (0/1), idontwant (0/1), cut_through (0/1), withdraw_chunks (0/1), stream_chunk (bytes), stream_eager, stream_publish, history_gossip, heartbeat_ms, choke_min_lag_ms, choke_after, \
          flood_publish_max_size (bytes)"
     );
     std::process::exit(2)
@@ -70,6 +70,7 @@ fn main() {
             "idontwant" => g.idontwant = n != 0,
             "idontwant_first_fragment" => g.idontwant_first_fragment = n != 0,
             "cut_through" => g.cut_through = n != 0,
+            "withdraw_chunks" => g.withdraw_chunks = n != 0,
             "stream_chunk" => g.stream_chunk = n,
             "stream_eager" => g.stream_eager = n,
             "stream_publish" => g.stream_publish = n,

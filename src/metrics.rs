@@ -102,6 +102,8 @@ impl Metrics {
         t.recv_msgs += c.recv_msgs;
         t.expired += c.expired;
         t.replaced += c.replaced;
+        t.withdrawn += c.withdrawn;
+        t.withdrawn_bytes += c.withdrawn_bytes;
     }
 
     /// The Prometheus text exposition format.

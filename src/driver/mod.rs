@@ -76,6 +76,9 @@ impl Drop for RuntimeShared {
 
 impl RuntimeShared {
     /// Queues a command without blocking; `false` if the queue is full or the loop gone.
+    // The refused command goes back to the caller by value on this rare path; boxing
+    // it would cost an allocation on every send instead.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn submit(&self, cmd: LoopCommand) -> Result<(), LoopCommand> {
         match self.commands.try_send(cmd) {
             Ok(()) => {

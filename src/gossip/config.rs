@@ -85,6 +85,10 @@ pub struct GossipConfig {
     /// separate IDONTWANT goes to a peer that gets the message or an IHAVE from us
     /// (the copy says we have it). `false`: GossipSub v1.2's explicit IDONTWANT.
     pub implied_dontwant: bool,
+    /// Chunks of a stream still waiting in a peer's send queue are dropped once
+    /// the peer shows it has the message (IDONTWANT, a copy, a head or an IHAVE).
+    /// `false`: GossipSub v1.2, where what was queued goes out.
+    pub withdraw_chunks: bool,
     /// IHAVEs for mesh links choked both ways wait up to this long and go out
     /// together, one id list per topic, minus the ids the peer showed it has
     /// meanwhile. `ZERO`: one IHAVE per message at once.
@@ -199,6 +203,7 @@ impl Default for GossipConfig {
             choke_duplicates: 3,
             iwant_delay: Duration::from_millis(5),
             implied_dontwant: true,
+            withdraw_chunks: true,
             // Doubly choked links only repair; 50 ms of batching turns ~2 ids per
             // IHAVE into dozens (P1 1 KiB: IHAVE-only RPCs were 0.59 of the payload).
             ihave_batch: Duration::from_millis(50),

@@ -116,9 +116,7 @@ impl Router {
                 continue;
             };
             if implied {
-                if let Some(p) = self.peers.get_mut(&from) {
-                    p.note_has(id);
-                }
+                self.peer_has(from, id);
             }
             let known = self.seen.contains(&id)
                 || self.incoming.contains(&id)
@@ -169,13 +167,15 @@ impl Router {
             match self.mcache.get_for_iwant(&id, from, max) {
                 Some(Cached::Whole(m)) => msgs.push(m.clone()),
                 // The chunks are shared buffers: answering costs no copy of the data.
-                Some(Cached::Stream(head, chunks)) => streams.push((head.clone(), chunks.clone())),
+                Some(Cached::Stream(head, chunks)) => {
+                    streams.push((id, head.clone(), chunks.clone()))
+                }
                 None => {}
             }
         }
         self.rpc(from).publish.extend(msgs);
-        for (head, chunks) in streams {
-            self.send_stream(from, &head, &chunks);
+        for (id, head, chunks) in streams {
+            self.send_stream(from, id, &head, &chunks);
         }
     }
 

@@ -57,6 +57,9 @@ use score::{Counter, PeerScore, ScoreWeights};
 pub const GOSSIP_CHANNEL: u32 = 0xffff_0002;
 /// Longest topic name a peer may subscribe to.
 pub const MAX_TOPIC_LEN: usize = 256;
+/// Streams remembered per peer as having chunks queued for it: more than a send
+/// queue holds at once.
+const MAX_CHUNKS_QUEUED: usize = 64;
 /// Ids remembered per peer from its IDONTWANTs.
 const MAX_DONTWANT: usize = 1024;
 /// Heartbeats an IWANT may take before the promise counts as broken.
@@ -99,6 +102,18 @@ pub enum GossipOutput {
         bytes: Arc<Vec<u8>>,
         /// Send-by time.
         deadline: Instant,
+        /// A stream's chunk: the message it belongs to, for [`GossipOutput::Withdraw`].
+        chunk_of: Option<MessageId>,
+    },
+    /// The peer has message `id` by now (it said IDONTWANT, or sent a copy, a head
+    /// or an IHAVE): chunks of it still waiting in the peer's send queue are
+    /// dropped. Under load a queue holds seconds of chunks; without this each is a
+    /// duplicate by the time it goes out.
+    Withdraw {
+        /// To whom the chunks were queued.
+        peer: PeerId,
+        /// The message.
+        id: MessageId,
     },
     /// Hand a message to the application.
     Deliver(GossipEvent),
@@ -194,7 +209,12 @@ type HeldIhaves = Vec<(String, Vec<MessageId>)>;
 impl Peer {
     /// The peer has `id` (it said IDONTWANT, sent a copy or an IHAVE): send it
     /// neither. On the peer's word, which only ever costs the peer itself; bounded.
-    fn note_has(&mut self, id: MessageId) {
+    /// `true` if chunks of it were queued for the peer lately (worth withdrawing).
+    fn note_has(&mut self, id: MessageId) -> bool {
+        let queued = self.chunks_queued.iter().position(|q| *q == id);
+        if let Some(i) = queued {
+            self.chunks_queued.remove(i);
+        }
         if self.dontwant.insert(id) {
             self.dontwant_order.push_back(id);
             if self.dontwant_order.len() > MAX_DONTWANT {
@@ -203,6 +223,7 @@ impl Peer {
                 }
             }
         }
+        queued.is_some()
     }
 }
 
@@ -213,6 +234,8 @@ struct Peer {
     subnet: [u8; 6],
     dontwant: Set<MessageId>,
     dontwant_order: VecDeque<MessageId>,
+    /// Streams whose chunks were queued for this peer lately (newest last, bounded).
+    chunks_queued: VecDeque<MessageId>,
     ihaves: usize,
     /// Signature checks this peer may still cause.
     verify_budget: TokenBucket,
@@ -235,7 +258,7 @@ pub struct Router {
     /// Streamed messages still arriving.
     assembling: Assemblies,
     /// Chunk RPCs to send once the RPCs queued before them (their heads) are out.
-    chunk_sends: Vec<(PeerId, Arc<Vec<u8>>)>,
+    chunk_sends: Vec<(PeerId, MessageId, Arc<Vec<u8>>)>,
     /// Origins whose messages the validator rejected lately: their streams are
     /// forwarded only once complete and accepted (bounded; oldest go first).
     suspect_origins: VecDeque<PeerId>,
@@ -320,6 +343,7 @@ impl Router {
             subnet: subnet(ip),
             dontwant: Set::default(),
             dontwant_order: VecDeque::new(),
+            chunks_queued: VecDeque::new(),
             ihaves: 0,
             verify_budget: TokenBucket::new(
                 self.config.verify_per_sec,
@@ -346,7 +370,7 @@ impl Router {
         self.assembling.forget_peer(peer);
         self.pending.remove(peer);
         self.lazy.remove(peer);
-        self.chunk_sends.retain(|(p, _)| p != peer);
+        self.chunk_sends.retain(|(p, _, _)| p != peer);
         for t in self.topics.values_mut() {
             t.mesh.remove(peer);
         }
@@ -568,18 +592,39 @@ impl Router {
                     peer,
                     bytes: Arc::new(part.encode_to_vec()),
                     deadline,
+                    chunk_of: None,
                 });
             }
         }
         // Chunks after the RPCs above: a peer always has a stream's head first.
-        for (peer, bytes) in std::mem::take(&mut self.chunk_sends) {
-            if self.peers.contains_key(&peer) {
+        for (peer, id, bytes) in std::mem::take(&mut self.chunk_sends) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.chunks_queued.back() != Some(&id) {
+                    if p.chunks_queued.len() >= MAX_CHUNKS_QUEUED {
+                        p.chunks_queued.pop_front();
+                    }
+                    p.chunks_queued.push_back(id);
+                }
                 self.outputs.push_back(GossipOutput::Send {
                     peer,
                     bytes,
                     deadline,
+                    chunk_of: Some(id),
                 });
             }
+        }
+    }
+
+    /// `peer` has `id` (see [`Peer::note_has`]); chunks of it queued for the peer
+    /// are withdrawn, those not yet handed out and those in its send queue.
+    pub(super) fn peer_has(&mut self, peer: PeerId, id: MessageId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.note_has(id) && self.config.withdraw_chunks {
+            self.chunk_sends
+                .retain(|(to, of, _)| !(*to == peer && *of == id));
+            self.outputs.push_back(GossipOutput::Withdraw { peer, id });
         }
     }
 

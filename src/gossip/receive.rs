@@ -137,9 +137,7 @@ impl Router {
         let id = message::message_id(&msg);
         let topic_name = msg.topic.clone();
         if self.config.implied_dontwant {
-            if let Some(p) = self.peers.get_mut(&from) {
-                p.note_has(id);
-            }
+            self.peer_has(from, id);
         }
         if self.seen.contains(&id) {
             let lag = self
@@ -432,14 +430,14 @@ impl Router {
     }
 
     pub(super) fn handle_idontwant(&mut self, from: PeerId, d: wire::IDontWant) {
-        let Some(p) = self.peers.get_mut(&from) else {
+        if !self.peers.contains_key(&from) {
             return;
-        };
+        }
         for raw in d.ids.into_iter().take(self.config.max_ihave_length) {
             let Ok(id) = <MessageId>::try_from(raw.as_slice()) else {
                 continue;
             };
-            p.note_has(id);
+            self.peer_has(from, id);
         }
     }
 }

@@ -436,3 +436,92 @@ fn a_deferred_stream_waits_for_its_verdict_within_the_deferred_bound() {
     h.iwant(other, &first.id);
     assert_eq!(heads_to(&h.take(), other).len(), 1, "served from the cache");
 }
+
+fn withdrawals(out: &[GossipOutput]) -> Vec<(PeerId, MessageId)> {
+    out.iter()
+        .filter_map(|o| match o {
+            GossipOutput::Withdraw { peer, id } => Some((*peer, *id)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Publishes a 100 kB stream; returns the message, the peers its chunks went to,
+/// and one peer they did not.
+fn published_stream(h: &mut Harness) -> (MessageId, Vec<PeerId>, PeerId) {
+    let peers: Vec<PeerId> = (1..=10).map(|i| h.peer(i, &[T])).collect();
+    h.r.heartbeat(h.now + Duration::from_secs(1));
+    h.drain();
+    h.take();
+    let id = h.r.publish(T, vec![9u8; 100_000], h.now).unwrap();
+    h.drain();
+    let out = h.take();
+    let with_chunks: Vec<PeerId> = peers
+        .iter()
+        .copied()
+        .filter(|p| !chunk_buffers(&out, *p).is_empty())
+        .collect();
+    assert!(!with_chunks.is_empty());
+    // Every chunk send names its message, so the mux can drop it while it waits.
+    assert!(out.iter().all(|o| match o {
+        GossipOutput::Send {
+            bytes, chunk_of, ..
+        } => {
+            let is_chunk =
+                wire::GossipRpc::decode(bytes.as_slice()).is_ok_and(|r| !r.chunk.is_empty());
+            is_chunk == (*chunk_of == Some(id))
+        }
+        _ => true,
+    }));
+    let other = *peers.iter().find(|p| !with_chunks.contains(p)).unwrap();
+    (id, with_chunks, other)
+}
+
+#[test]
+fn chunks_queued_for_a_peer_that_has_the_message_are_withdrawn_once() {
+    let mut h = Harness::new();
+    let (id, with_chunks, other) = published_stream(&mut h);
+    let target = with_chunks[0];
+    let dontwant = wire::GossipRpc {
+        idontwant: vec![wire::IDontWant {
+            ids: vec![id.to_vec()],
+        }],
+        ..Default::default()
+    };
+    h.rpc(target, &dontwant);
+    assert_eq!(withdrawals(&h.take()), vec![(target, id)]);
+    // Said again, or by a peer we queued nothing for: nothing to withdraw.
+    h.rpc(target, &dontwant);
+    h.rpc(other, &dontwant);
+    assert!(withdrawals(&h.take()).is_empty());
+    // An IHAVE counts as having it too.
+    let ihave = wire::GossipRpc {
+        ihave: vec![wire::IHave {
+            topic: T.to_string(),
+            ids: vec![id.to_vec()],
+        }],
+        ..Default::default()
+    };
+    assert!(with_chunks.len() >= 2, "published whole to more than one");
+    let second = with_chunks[1];
+    h.rpc(second, &ihave);
+    assert_eq!(withdrawals(&h.take()), vec![(second, id)]);
+}
+
+#[test]
+fn without_withdrawal_queued_chunks_stay_as_in_gossipsub_v1_2() {
+    let config = GossipConfig {
+        withdraw_chunks: false,
+        ..GossipConfig::default()
+    };
+    let mut h = Harness::with(config, None);
+    let (id, with_chunks, _) = published_stream(&mut h);
+    let dontwant = wire::GossipRpc {
+        idontwant: vec![wire::IDontWant {
+            ids: vec![id.to_vec()],
+        }],
+        ..Default::default()
+    };
+    h.rpc(with_chunks[0], &dontwant);
+    assert!(withdrawals(&h.take()).is_empty());
+}

@@ -53,6 +53,8 @@ impl Router {
         let id = stream::head_id(&head);
         if self.seen.contains(&id) || self.assembling.contains(&id) {
             // A copy we have or are getting: its sender need not send the chunks.
+            // Nor the chunks we queued for it.
+            self.peer_has(from, id);
             if let Some(a) = self.assembling.get_mut(&id) {
                 a.forward_to.retain(|p| *p != from);
                 // A peer whose head commits to the same chunks answers for its chunks
@@ -199,7 +201,7 @@ impl Router {
         for p in &a.forward_to {
             let dontwant = self.peers.get(p).is_some_and(|x| x.dontwant.contains(&id));
             if !dontwant {
-                self.chunk_sends.push((*p, rpc.clone()));
+                self.chunk_sends.push((*p, id, rpc.clone()));
             }
         }
         a.chunks[index] = Some(rpc);
@@ -320,7 +322,7 @@ impl Router {
             if choked {
                 self.offer_lazily(p, &topic_name, id, we_choked, now);
             } else if a.later.contains(&p) {
-                self.send_stream(p, &a.head, &chunks);
+                self.send_stream(p, id, &a.head, &chunks);
             }
         }
         self.mcache.put(id, Cached::Stream(a.head, chunks));
@@ -330,12 +332,13 @@ impl Router {
     pub(super) fn send_stream(
         &mut self,
         peer: PeerId,
+        id: MessageId,
         head: &wire::StreamHead,
         chunks: &[Arc<Vec<u8>>],
     ) {
         self.rpc(peer).head.push(head.clone());
         self.chunk_sends
-            .extend(chunks.iter().map(|c| (peer, c.clone())));
+            .extend(chunks.iter().map(|c| (peer, id, c.clone())));
     }
 
     /// Publishes our own stream to the mesh (or flood targets, by size).
@@ -355,7 +358,7 @@ impl Router {
         self.seen.insert(id, now);
         self.topics.entry(topic).or_default().metrics.published += 1;
         for p in &targets {
-            self.send_stream(*p, &head, &chunks);
+            self.send_stream(*p, id, &head, &chunks);
         }
         self.mcache.put(id, Cached::Stream(head, chunks));
         if targets.is_empty() {

@@ -4,6 +4,9 @@ use std::collections::{HashSet, VecDeque};
 
 use super::*;
 
+/// A frame in flight: from, to, bytes, and the message a chunk belongs to.
+type Queued = (usize, usize, Arc<Vec<u8>>, Option<MessageId>);
+
 struct Net {
     routers: Vec<Router>,
     ids: Vec<PeerId>,
@@ -13,6 +16,8 @@ struct Net {
     penalties: Vec<(usize, PeerId, Penalty)>,
     links: HashSet<(usize, usize)>,
     down: HashSet<usize>,
+    /// Chunk sends withdrawn before they left.
+    withdrawn: usize,
 }
 
 pub(super) fn key(i: usize) -> Arc<Keypair> {
@@ -48,6 +53,7 @@ impl Net {
             penalties: Vec::new(),
             links: HashSet::new(),
             down: HashSet::new(),
+            withdrawn: 0,
         };
         let mut rng = Rng::new(99);
         for i in 0..n {
@@ -73,16 +79,29 @@ impl Net {
     }
 
     fn run(&mut self) {
-        let mut queue: VecDeque<(usize, usize, Arc<Vec<u8>>)> = VecDeque::new();
+        // What each router sent, in order; a withdrawn chunk leaves it as it would
+        // leave a connection's send queue.
+        let mut queue: VecDeque<Queued> = VecDeque::new();
         loop {
             for i in 0..self.routers.len() {
                 while let Some(out) = self.routers[i].poll_output() {
                     match out {
-                        GossipOutput::Send { peer, bytes, .. } => {
+                        GossipOutput::Send {
+                            peer,
+                            bytes,
+                            chunk_of,
+                            ..
+                        } => {
                             let j = self.index[&peer];
                             if !self.down.contains(&j) && !self.down.contains(&i) {
-                                queue.push_back((i, j, bytes));
+                                queue.push_back((i, j, bytes, chunk_of));
                             }
+                        }
+                        GossipOutput::Withdraw { peer, id } => {
+                            let j = self.index[&peer];
+                            let before = queue.len();
+                            queue.retain(|(f, t, _, c)| !(*f == i && *t == j && *c == Some(id)));
+                            self.withdrawn += before - queue.len();
                         }
                         GossipOutput::Deliver(ev) => self.delivered[i].push(ev),
                         GossipOutput::Penalize { peer, penalty } => {
@@ -92,7 +111,7 @@ impl Net {
                     }
                 }
             }
-            let Some((from, to, bytes)) = queue.pop_front() else {
+            let Some((from, to, bytes, _)) = queue.pop_front() else {
                 return;
             };
             let id = self.ids[from];

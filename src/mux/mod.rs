@@ -262,6 +262,15 @@ impl Mux {
         result
     }
 
+    /// Drops `channel`'s waiting messages sent with withdraw key `key` that have
+    /// not started sending; returns how many.
+    pub fn withdraw(&mut self, channel: ChannelId, key: u64) -> usize {
+        match self.index(channel) {
+            Some(i) => self.send[i].withdraw(key),
+            None => 0,
+        }
+    }
+
     /// Messages waiting in `channel`'s send queue.
     pub fn queued(&self, channel: ChannelId) -> usize {
         self.index(channel).map_or(0, |i| self.send[i].len())

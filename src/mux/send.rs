@@ -16,6 +16,9 @@ pub struct SendOptions {
     pub deadline: Option<Instant>,
     /// A newer message with the same key replaces this one while it waits.
     pub replace_key: Option<u64>,
+    /// [`crate::mux::Mux::withdraw`] with this key drops the message while it
+    /// waits (its receiver has it from elsewhere by now).
+    pub withdraw_key: Option<u64>,
 }
 
 /// A queued message.
@@ -42,6 +45,10 @@ pub struct ChannelCounters {
     pub expired: u64,
     /// Messages replaced by a newer one with the same key.
     pub replaced: u64,
+    /// Messages withdrawn while they waited.
+    pub withdrawn: u64,
+    /// Bytes of the withdrawn messages.
+    pub withdrawn_bytes: u64,
 }
 
 pub(crate) struct SendChannel {
@@ -158,6 +165,27 @@ impl SendChannel {
         let dropped = before - self.queue.len();
         self.counters.expired += dropped as u64;
         self.dequeued += dropped as u32;
+    }
+
+    /// Drops the waiting messages sent with withdraw key `key` that have not
+    /// started (one partly sent is finished: the peer holds its first fragments);
+    /// returns how many.
+    pub(crate) fn withdraw(&mut self, key: u64) -> usize {
+        let before = self.queue.len();
+        let mut freed = 0;
+        self.queue.retain(|m| {
+            let keep = m.offset > 0 || m.opts.withdraw_key != Some(key);
+            if !keep {
+                freed += m.data.len();
+            }
+            keep
+        });
+        self.queued_bytes -= freed;
+        let dropped = before - self.queue.len();
+        self.counters.withdrawn += dropped as u64;
+        self.counters.withdrawn_bytes += freed as u64;
+        self.dequeued += dropped as u32;
+        dropped
     }
 
     /// Can send a packet now: a message is waiting and credit allows a byte of it

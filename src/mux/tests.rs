@@ -322,6 +322,39 @@ fn a_newer_message_replaces_a_waiting_one_with_the_same_key() {
 }
 
 #[test]
+fn withdrawn_messages_leave_the_queue_unless_already_started() {
+    let (mut a, mut b, now) = pair(&config());
+    let chunk = |key| SendOptions {
+        withdraw_key: Some(key),
+        ..SendOptions::default()
+    };
+    // The first is large enough that one frame starts it but does not finish it.
+    a.send(BULK, msg(200_000, 1), chunk(7)).unwrap();
+    a.send(BULK, msg(1000, 2), chunk(7)).unwrap();
+    a.send(BULK, msg(1000, 3), chunk(8)).unwrap();
+    a.send(BULK, msg(1000, 4), chunk(7)).unwrap();
+    // Credit from b first, then one frame of a's.
+    pump(&mut b, &mut a, now);
+    assert!(pump(&mut a, &mut b, now) > 0);
+    assert!(a.counters().any(|(c, k)| c == BULK && k.sent_bytes > 0));
+    a.take_dequeued(|_, _| {});
+    assert_eq!(a.withdraw(BULK, 7), 2, "the started one goes on");
+    assert_eq!(a.withdraw(BULK, 7), 0);
+    assert_eq!(a.withdraw(URGENT, 8), 0, "keys are per channel");
+    let mut dequeued = 0;
+    a.take_dequeued(|_, n| dequeued += n);
+    assert_eq!(dequeued, 2);
+    let c = a.counters().find(|(c, _)| *c == BULK).unwrap().1;
+    assert_eq!((c.withdrawn, c.withdrawn_bytes), (2, 2000));
+    assert_eq!(a.queued_bytes(), 200_000 - c.sent_bytes as usize + 1000);
+    let got: Vec<(u8, usize)> = exchange(&mut a, &mut b, now)
+        .iter()
+        .map(|(_, d)| (d[0], d.len()))
+        .collect();
+    assert_eq!(got, vec![(1, 200_000), (3, 1000)]);
+}
+
+#[test]
 fn stale_messages_are_dropped_at_their_deadline_unless_already_started() {
     let (mut a, mut b, now) = pair(&config());
     pump(&mut b, &mut a, now);

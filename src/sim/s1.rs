@@ -52,6 +52,7 @@ impl RouterProfile {
             g.cut_through = false;
             g.flood_publish_max_size = usize::MAX;
             g.implied_dontwant = false;
+            g.withdraw_chunks = false;
             g.ihave_batch = std::time::Duration::ZERO;
         }
         g

@@ -2,6 +2,7 @@
 //! of the RPC that caused it.
 
 use super::*;
+use crate::gossip::MessageId;
 
 /// Least time between two outbound peers swapped for ones a PRUNE offered.
 const PX_REPLACE_EVERY: Duration = Duration::from_secs(30);
@@ -20,6 +21,7 @@ impl NodeCore {
                     peer,
                     bytes,
                     deadline,
+                    chunk_of,
                 } => {
                     let Some(&id) = self.peers.get(&peer) else {
                         continue;
@@ -30,6 +32,7 @@ impl NodeCore {
                     let opts = SendOptions {
                         deadline: Some(deadline),
                         replace_key: None,
+                        withdraw_key: chunk_of.as_ref().map(withdraw_key),
                     };
                     if let Err(err) = e.conn.send(GOSSIP_CHANNEL, bytes, opts) {
                         let reason = match err {
@@ -43,6 +46,12 @@ impl NodeCore {
                         Metrics::count(&mut self.metrics.drops, reason);
                     }
                     self.touched.push(id);
+                }
+                GossipOutput::Withdraw { peer, id } => {
+                    let conn = self.peers.get(&peer).and_then(|c| self.conns.get_mut(c));
+                    if let Some(mux) = conn.and_then(|e| e.conn.mux()) {
+                        mux.withdraw(GOSSIP_CHANNEL, withdraw_key(&id));
+                    }
                 }
                 GossipOutput::Deliver(ev) => {
                     let release = credit.as_mut().map(|(conn, left)| {
@@ -134,4 +143,13 @@ impl NodeCore {
             }
         }
     }
+}
+
+/// The mux key of a message's chunks. Eight bytes of the id: two ids sharing them
+/// (which an origin could grind for) only let a peer that says it has one go
+/// without our chunks of the other, which costs that peer alone.
+fn withdraw_key(id: &MessageId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id[..8]);
+    u64::from_le_bytes(b)
 }
