@@ -17,7 +17,7 @@ use crate::identity::Keypair;
 use crate::kad::KAD_CHANNEL;
 use crate::mux::ChannelConfig;
 use crate::node::command::Command;
-use crate::node::core::{ConnId, Io, NodeCore, Output};
+use crate::node::core::{ConnId, Io, IoBudget, NodeCore, Output};
 use crate::node::delivery::Delivery;
 use crate::node::event::Event;
 use crate::node::{complete_config, handshake_config};
@@ -232,7 +232,9 @@ impl CoreHarness {
             output: Vec::new(),
         };
         while !io.input.is_empty() {
-            let outcome = self.core.handle_io(conn, &mut io, usize::MAX, self.now);
+            let outcome = self
+                .core
+                .handle_io(conn, &mut io, IoBudget::UNLIMITED, self.now);
             if outcome.finished || outcome.read == 0 {
                 break;
             }
@@ -257,7 +259,9 @@ impl CoreHarness {
             input: &[],
             output: Vec::new(),
         };
-        let _ = self.core.handle_io(conn, &mut io, usize::MAX, self.now);
+        let _ = self
+            .core
+            .handle_io(conn, &mut io, IoBudget::UNLIMITED, self.now);
         io.output
     }
 

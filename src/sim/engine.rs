@@ -16,7 +16,7 @@ use crate::config::{NodeConfig, PersistentPeer};
 use crate::gossip::MessageId;
 use crate::identity::{Keypair, PeerId};
 use crate::node::command::{Command, Reply};
-use crate::node::core::{ConnId, IoOutcome, NodeCore, Output, Work};
+use crate::node::core::{ConnId, IoBudget, IoOutcome, NodeCore, Output, Work};
 use crate::node::Event;
 use crate::node::{complete_config, handshake_config};
 use crate::rng::Rng;
@@ -26,8 +26,12 @@ use super::link::{EndIo, Link};
 use super::model::{CostModel, LinkModel, Placement};
 use super::trace::Trace;
 
-/// Bytes read from one connection per input before others get a turn.
-const READ_BUDGET: usize = 256 * 1024;
+/// Bytes read from one connection per input before others get a turn; writes are
+/// not bounded here, since the link model serializes them on the uplink anyway.
+const IO_BUDGET: IoBudget = IoBudget {
+    read: 256 * 1024,
+    write: usize::MAX,
+};
 
 /// A message handed to a node's application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,7 +435,7 @@ impl Engine {
             written: &mut written,
             read: 0,
         };
-        let outcome: IoOutcome = node.core.handle_io(c, &mut io, READ_BUDGET, now);
+        let outcome: IoOutcome = node.core.handle_io(c, &mut io, IO_BUDGET, now);
         fx.serviced.push(c);
         let read = io.read;
         fx.read += read;

@@ -91,14 +91,15 @@ impl NodeCore {
         }
     }
 
-    /// Reads what `io` has for `id` (at most `read_budget` bytes), handles it, and
-    /// writes what `id` has to send, as far as `io` takes it. If the connection is
-    /// over, its entry is gone and the outcome says so: drop the pipe.
+    /// Reads what `io` has for `id` (at most `io_budget.read` bytes), handles it, and
+    /// writes what `id` has to send, as far as `io` takes it and at most about
+    /// `io_budget.write` bytes. If the connection is over, its entry is gone and the
+    /// outcome says so: drop the pipe.
     pub(crate) fn handle_io(
         &mut self,
         id: ConnId,
         io: &mut dyn Io,
-        read_budget: usize,
+        io_budget: IoBudget,
         now: Instant,
     ) -> IoOutcome {
         let mut outcome = IoOutcome::default();
@@ -113,7 +114,7 @@ impl NodeCore {
         e.conn.set_reassembly_limit(budget.saturating_sub(others));
         let conn = &mut e.conn;
         while conn.read_allowed(now) {
-            if outcome.read >= read_budget {
+            if outcome.read >= io_budget.read {
                 outcome.more_input = true;
                 break;
             }
@@ -144,6 +145,10 @@ impl NodeCore {
             loop {
                 let out = conn.poll_transmit(now);
                 if out.is_empty() {
+                    break;
+                }
+                if outcome.written >= io_budget.write {
+                    outcome.more_output = true;
                     break;
                 }
                 match io.write(out) {

@@ -41,7 +41,7 @@ mod peer_control;
 mod requests;
 mod timers;
 
-pub(crate) use output::{Io, IoOutcome, Output};
+pub(crate) use output::{Io, IoBudget, IoOutcome, Output};
 
 /// Counts of the core's expensive operations since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

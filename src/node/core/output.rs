@@ -65,6 +65,25 @@ pub(crate) trait Io {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize>;
 }
 
+/// Bytes one `handle_io` call may move each way before other connections and
+/// commands get a turn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IoBudget {
+    /// Bytes read.
+    pub(crate) read: usize,
+    /// Bytes written (the write that crosses it completes).
+    pub(crate) write: usize,
+}
+
+impl IoBudget {
+    /// No limit either way (test harnesses).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) const UNLIMITED: IoBudget = IoBudget {
+        read: usize::MAX,
+        write: usize::MAX,
+    };
+}
+
 /// What one `handle_io` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[must_use]
@@ -73,6 +92,10 @@ pub(crate) struct IoOutcome {
     pub(crate) finished: bool,
     /// The read budget ran out with input perhaps left: call again soon.
     pub(crate) more_input: bool,
+    /// The write budget ran out with output left and the socket still taking it:
+    /// call again soon (after other work, so an urgent command is not kept waiting
+    /// behind a bulk transfer the peer drains as fast as we write).
+    pub(crate) more_output: bool,
     pub(crate) read: usize,
     pub(crate) written: usize,
 }
