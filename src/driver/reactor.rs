@@ -20,6 +20,9 @@ use crate::driver::socket;
 use crate::driver::{LoopCommand, WakeState};
 use crate::node::core::{ConnId, Io, IoBudget};
 
+mod timers;
+use timers::Timer;
+
 pub(crate) const WAKER: Token = Token(0);
 /// Bytes read from and written to one socket before other sockets and the command
 /// queue get a turn. Without a write bound, a peer that drains as fast as we seal
@@ -79,12 +82,6 @@ struct Sock {
     node: usize,
     kind: Kind,
     timer: Option<Instant>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    Node(usize),
-    Sock(usize),
 }
 
 pub(crate) struct Reactor {
@@ -521,91 +518,6 @@ impl Reactor {
             return;
         }
         self.schedule_node(node, now);
-    }
-
-    /// Keeps the node's timer in the heap in line with its next deadline.
-    fn schedule_node(&mut self, node: usize, now: Instant) {
-        let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
-            return;
-        };
-        let at = slot.next_timeout(now);
-        if at.is_some() && at != slot.timer {
-            slot.timer = at;
-            if let Some(at) = at {
-                self.timers.push(Reverse((at, Timer::Node(node))));
-            }
-        }
-    }
-
-    // ------------------------------------------------------------ timers
-
-    fn schedule_sock(&mut self, token: usize) {
-        let Some(sock) = self.sockets.get_mut(token).and_then(|s| s.as_mut()) else {
-            return;
-        };
-        let Kind::Conn { id, .. } = sock.kind else {
-            return;
-        };
-        let Some(slot) = self.nodes.get(sock.node).and_then(|n| n.as_ref()) else {
-            return;
-        };
-        let at = slot.core.poll_conn_timeout(id);
-        if at != sock.timer {
-            sock.timer = at;
-            if let Some(at) = at {
-                self.timers.push(Reverse((at, Timer::Sock(token))));
-            }
-        }
-    }
-
-    /// Runs the timers that were due when called; a timer re-armed in the past while
-    /// running waits for the next turn, so no deadline can monopolise the loop.
-    fn fire_timers(&mut self, now: Instant, work: &mut Vec<usize>) {
-        let mut due = Vec::new();
-        while let Some(&Reverse((at, timer))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            due.push((at, timer));
-        }
-        for (at, timer) in due {
-            match timer {
-                Timer::Sock(token) => {
-                    let Some(sock) = self.sockets.get_mut(token).and_then(|s| s.as_mut()) else {
-                        continue;
-                    };
-                    if sock.timer != Some(at) {
-                        continue; // stale entry
-                    }
-                    sock.timer = None;
-                    let node = sock.node;
-                    let Kind::Conn { id, .. } = sock.kind else {
-                        continue;
-                    };
-                    let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
-                        continue;
-                    };
-                    if slot.core.handle_conn_timeout(id, now) {
-                        self.drop_socket(token);
-                        self.after_node(node, now);
-                    } else {
-                        work.push(token);
-                    }
-                }
-                Timer::Node(node) => {
-                    let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
-                        continue;
-                    };
-                    if slot.timer != Some(at) {
-                        continue;
-                    }
-                    slot.timer = None;
-                    slot.handle_timeout(now);
-                    self.after_node(node, now);
-                }
-            }
-        }
     }
 }
 

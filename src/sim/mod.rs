@@ -1,6 +1,6 @@
 //! A deterministic discrete-event simulator of whole nodes.
 //!
-//! Every simulated node is a real [`NodeCore`](crate::node) — the handshake,
+//! Every simulated node is a real `NodeCore` — the handshake,
 //! sealed frames, mux, Kademlia, gossip and signatures the mio driver runs —
 //! driven through the same `handle_*` / `poll_*` calls, in virtual time:
 //!

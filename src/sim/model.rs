@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::rng::Rng;
 
-/// Region names, in the order of [`RTT_MS`].
+/// Region names, in the order of `RTT_MS` (the round-trip matrix).
 pub const REGIONS: [&str; 9] = [
     "us-east-1",
     "us-west-1",
