@@ -3,7 +3,7 @@
 //! `cargo bench --bench propagation -- [--nodes N] [--dial D] [--msgs M] [--size S] [--interval-ms I] [--seed X]`
 //!
 //! Diagnostic switches, not part of the standard workload: `--no-idontwant`,
-//! `--no-cut-through`, `--stream-eager N`, `--stream-publish N`.
+//! `--no-cut-through`, `--stream-eager N`, `--stream-publish N`, `--stream-chunk BYTES`.
 
 mod common;
 
@@ -33,6 +33,7 @@ fn main() {
     let cut_through = !args.flag("no-cut-through");
     let stream_eager: usize = args.get("stream-eager", defaults.stream_eager);
     let stream_publish: usize = args.get("stream-publish", defaults.stream_publish);
+    let stream_chunk: usize = args.get("stream-chunk", defaults.stream_chunk);
     let mut rng = Rng::new(seed);
 
     let runtimes = [Runtime::new().unwrap(), Runtime::new().unwrap()];
@@ -49,6 +50,7 @@ fn main() {
                     cut_through,
                     stream_eager,
                     stream_publish,
+                    stream_chunk,
                     ..defaults.clone()
                 }))
                 .limits(PeerLimits {
