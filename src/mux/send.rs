@@ -17,7 +17,8 @@ pub struct SendOptions {
     /// A newer message with the same key replaces this one while it waits.
     pub replace_key: Option<u64>,
     /// [`crate::mux::Mux::withdraw`] with this key drops the message while it
-    /// waits (its receiver has it from elsewhere by now).
+    /// waits (its receiver has it from elsewhere by now). On a node only the
+    /// gossip router withdraws (its own channel); on other channels it is inert.
     pub withdraw_key: Option<u64>,
 }
 
@@ -149,32 +150,28 @@ impl SendChannel {
         self.queued_bytes
     }
 
-    /// Drops waiting messages whose deadline passed; a message already partly sent
-    /// is finished, since the peer holds its first fragments.
+    /// Drops waiting messages whose deadline passed.
     pub(crate) fn drop_expired(&mut self, now: Instant) {
-        let before = self.queue.len();
-        let mut freed = 0;
-        self.queue.retain(|m| {
-            let keep = m.offset > 0 || m.opts.deadline.is_none_or(|d| d > now);
-            if !keep {
-                freed += m.data.len();
-            }
-            keep
-        });
-        self.queued_bytes -= freed;
-        let dropped = before - self.queue.len();
+        let (dropped, _) = self.drop_unstarted(|m| m.opts.deadline.is_some_and(|d| d <= now));
         self.counters.expired += dropped as u64;
-        self.dequeued += dropped as u32;
     }
 
-    /// Drops the waiting messages sent with withdraw key `key` that have not
-    /// started (one partly sent is finished: the peer holds its first fragments);
-    /// returns how many.
+    /// Drops the waiting messages sent with withdraw key `key`; returns how many.
     pub(crate) fn withdraw(&mut self, key: u64) -> usize {
+        let (dropped, bytes) = self.drop_unstarted(|m| m.opts.withdraw_key == Some(key));
+        self.counters.withdrawn += dropped as u64;
+        self.counters.withdrawn_bytes += bytes as u64;
+        dropped
+    }
+
+    /// Drops the waiting messages `drop` picks, except one already partly sent
+    /// (the peer holds its first fragments, so it is finished); returns how many,
+    /// and their bytes.
+    fn drop_unstarted(&mut self, drop: impl Fn(&OutMsg) -> bool) -> (usize, usize) {
         let before = self.queue.len();
         let mut freed = 0;
         self.queue.retain(|m| {
-            let keep = m.offset > 0 || m.opts.withdraw_key != Some(key);
+            let keep = m.offset > 0 || !drop(m);
             if !keep {
                 freed += m.data.len();
             }
@@ -182,10 +179,8 @@ impl SendChannel {
         });
         self.queued_bytes -= freed;
         let dropped = before - self.queue.len();
-        self.counters.withdrawn += dropped as u64;
-        self.counters.withdrawn_bytes += freed as u64;
         self.dequeued += dropped as u32;
-        dropped
+        (dropped, freed)
     }
 
     /// Can send a packet now: a message is waiting and credit allows a byte of it
