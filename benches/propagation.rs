@@ -3,7 +3,8 @@
 //! `cargo bench --bench propagation -- [--nodes N] [--dial D] [--msgs M] [--size S] [--interval-ms I] [--seed X]`
 //!
 //! Diagnostic switches, not part of the standard workload: `--no-idontwant`,
-//! `--no-cut-through`, `--stream-eager N`, `--stream-publish N`, `--stream-chunk BYTES`.
+//! `--no-cut-through`, `--stream-eager N`, `--stream-publish N`, `--stream-chunk BYTES`,
+//! `--set knob=value,...` (any setting `GossipConfig::set_knob` knows).
 
 mod common;
 
@@ -34,6 +35,17 @@ fn main() {
     let stream_eager: usize = args.get("stream-eager", defaults.stream_eager);
     let stream_publish: usize = args.get("stream-publish", defaults.stream_publish);
     let stream_chunk: usize = args.get("stream-chunk", defaults.stream_chunk);
+    let mut gossip = meshwire::gossip::GossipConfig {
+        idontwant: !no_idontwant,
+        cut_through,
+        stream_eager,
+        stream_publish,
+        stream_chunk,
+        ..defaults
+    };
+    if let Err(e) = gossip.set_knobs(&args.get("set", String::new())) {
+        panic!("--set: {e}");
+    }
     let mut rng = Rng::new(seed);
 
     let runtimes = [Runtime::new().unwrap(), Runtime::new().unwrap()];
@@ -45,14 +57,7 @@ fn main() {
                 .channel(ChannelConfig::new(1))
                 .rng_seed(seed ^ (i as u64) << 8)
                 .kad(None)
-                .gossip(Some(meshwire::gossip::GossipConfig {
-                    idontwant: !no_idontwant,
-                    cut_through,
-                    stream_eager,
-                    stream_publish,
-                    stream_chunk,
-                    ..defaults.clone()
-                }))
+                .gossip(Some(gossip.clone()))
                 .limits(PeerLimits {
                     max_inbound: 64,
                     ..PeerLimits::default()

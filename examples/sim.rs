@@ -12,9 +12,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: sim [--nodes N] [--msgs M] [--size S] [--interval-ms I] [--seed X] \
          [--model regions|zero] [--config meshwire|gossipsub12] [--free-cpu] [--calibrate] \
-         [--set knob=value ...]  knobs: d, d_lo, d_hi, d_max, d_lazy, d_eager_min, choke (0/1), \
-         idontwant_first_fragment (0/1), idontwant (0/1), cut_through (0/1), withdraw_chunks (0/1), stream_chunk (bytes), stream_eager, stream_publish, history_gossip, heartbeat_ms, choke_min_lag_ms, choke_after, \
-         flood_publish_max_size (bytes)"
+         [--set knob=value[,knob=value...] ...]  knobs: see GossipConfig::set_knob"
     );
     std::process::exit(2)
 }
@@ -55,31 +53,9 @@ fn main() {
     }
     let mut g = opts.profile.gossip_config();
     for s in &sets {
-        let Some((k, v)) = s.split_once('=') else {
+        if let Err(e) = g.set_knobs(s) {
+            eprintln!("--set {s}: {e}");
             usage()
-        };
-        let n: usize = v.parse().unwrap_or_else(|_| usage());
-        match k {
-            "d" => g.d = n,
-            "d_lo" => g.d_lo = n,
-            "d_hi" => g.d_hi = n,
-            "d_max" => g.d_max = n,
-            "d_lazy" => g.d_lazy = n,
-            "d_eager_min" => g.d_eager_min = n,
-            "choke" => g.choke = n != 0,
-            "idontwant" => g.idontwant = n != 0,
-            "idontwant_first_fragment" => g.idontwant_first_fragment = n != 0,
-            "cut_through" => g.cut_through = n != 0,
-            "withdraw_chunks" => g.withdraw_chunks = n != 0,
-            "stream_chunk" => g.stream_chunk = n,
-            "stream_eager" => g.stream_eager = n,
-            "stream_publish" => g.stream_publish = n,
-            "history_gossip" => g.history_gossip = n,
-            "choke_after" => g.choke_after = n as u32,
-            "choke_min_lag_ms" => g.choke_min_lag = std::time::Duration::from_millis(n as u64),
-            "heartbeat_ms" => g.heartbeat = std::time::Duration::from_millis(n as u64),
-            "flood_publish_max_size" => g.flood_publish_max_size = n,
-            _ => usage(),
         }
     }
     opts.gossip = Some(g);

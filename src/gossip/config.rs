@@ -231,3 +231,89 @@ impl Default for GossipConfig {
         }
     }
 }
+
+/// Why [`GossipConfig::set_knob`] refused a setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnobError {
+    /// No setting of that name can be set by name.
+    Unknown(String),
+    /// The value is not a whole number.
+    BadValue(String),
+}
+
+impl std::fmt::Display for KnobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KnobError::Unknown(k) => write!(f, "unknown gossip setting {k:?}"),
+            KnobError::BadValue(v) => write!(f, "not a whole number: {v:?}"),
+        }
+    }
+}
+
+impl std::error::Error for KnobError {}
+
+impl GossipConfig {
+    /// Sets one setting by name from a whole number (switches take 0/1, durations
+    /// are in milliseconds, sizes in bytes): for benchmark and simulator ablations,
+    /// which take `name=value` from the command line.
+    ///
+    /// ```
+    /// let mut g = meshwire::gossip::GossipConfig::default();
+    /// g.set_knob("choke", "0").unwrap();
+    /// g.set_knob("heartbeat_ms", "100").unwrap();
+    /// assert!(!g.choke);
+    /// assert!(g.set_knob("no_such_setting", "1").is_err());
+    /// ```
+    pub fn set_knob(&mut self, name: &str, value: &str) -> Result<(), KnobError> {
+        let n: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| KnobError::BadValue(value.to_string()))?;
+        let size = usize::try_from(n).map_err(|_| KnobError::BadValue(value.to_string()))?;
+        let count = u32::try_from(n).map_err(|_| KnobError::BadValue(value.to_string()))?;
+        let ms = Duration::from_millis(n);
+        let on = n != 0;
+        match name {
+            "d" => self.d = size,
+            "d_lo" => self.d_lo = size,
+            "d_hi" => self.d_hi = size,
+            "d_max" => self.d_max = size,
+            "d_lazy" => self.d_lazy = size,
+            "d_eager_min" => self.d_eager_min = size,
+            "history_gossip" => self.history_gossip = size,
+            "heartbeat_ms" => self.heartbeat = ms,
+            "choke" => self.choke = on,
+            "choke_after" => self.choke_after = count,
+            "choke_min_lag_ms" => self.choke_min_lag = ms,
+            "choke_window" => self.choke_window = count,
+            "choke_duplicates" => self.choke_duplicates = count,
+            "iwant_delay_ms" => self.iwant_delay = ms,
+            "ihave_batch_ms" => self.ihave_batch = ms,
+            "idontwant" => self.idontwant = on,
+            "idontwant_min_size" => self.idontwant_min_size = size,
+            "idontwant_first_fragment" => self.idontwant_first_fragment = on,
+            "implied_dontwant" => self.implied_dontwant = on,
+            "cut_through" => self.cut_through = on,
+            "withdraw_chunks" => self.withdraw_chunks = on,
+            "stream_chunk" => self.stream_chunk = size,
+            "stream_eager" => self.stream_eager = size,
+            "stream_publish" => self.stream_publish = size,
+            "stream_min_size" => self.stream_min_size = size,
+            "flood_publish_max_size" => self.flood_publish_max_size = size,
+            _ => return Err(KnobError::Unknown(name.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Applies `name=value` settings separated by commas (see
+    /// [`GossipConfig::set_knob`]).
+    pub fn set_knobs(&mut self, list: &str) -> Result<(), KnobError> {
+        for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| KnobError::BadValue(item.to_string()))?;
+            self.set_knob(name.trim(), value)?;
+        }
+        Ok(())
+    }
+}

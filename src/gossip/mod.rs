@@ -47,7 +47,7 @@ use crate::wire;
 use announce::Announcements;
 use assembly::Assemblies;
 use cache::{Cached, MessageCache, SeenCache};
-pub use config::GossipConfig;
+pub use config::{GossipConfig, KnobError};
 pub use message::{MessageId, Validation};
 pub use outgoing::Outgoing;
 pub use output::{GossipEvent, GossipOutput, PublishError, TopicMetrics, Validator};
