@@ -45,6 +45,33 @@ impl Lag {
     }
 }
 
+/// How long an IHAVE waits for the eager copy before its IWANT goes out, learned
+/// from how IWANTs turned out: doubled after a premature one (an eager copy beat
+/// its reply, which is then a duplicate), cut by a sixteenth after one whose reply
+/// came first. It settles where about one IWANT in twelve is premature, and never
+/// passes twice the lag.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RepairWait {
+    value: Duration,
+}
+
+impl RepairWait {
+    /// The wait now, never below `floor` (the configured delay).
+    pub(crate) fn get(self, floor: Duration) -> Duration {
+        self.value.max(floor)
+    }
+
+    /// An IWANT we sent was answered first (`answer`), or an eager copy beat it.
+    pub(crate) fn observe(&mut self, answer: bool, floor: Duration, lag: Lag) {
+        if answer {
+            self.value -= self.value / 16;
+        } else {
+            let ceiling = floor.max(lag.get() * 2);
+            self.value = (self.value.max(floor) * 2).min(ceiling);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +108,36 @@ mod tests {
             l.extra_windows(Duration::from_millis(200)),
             MAX_EXTRA_WINDOWS
         );
+    }
+
+    #[test]
+    fn the_repair_wait_grows_with_premature_iwants_and_shrinks_with_answers() {
+        let floor = Duration::from_millis(5);
+        let mut lag = Lag::default();
+        for _ in 0..50 {
+            lag.observe(Duration::from_millis(400));
+        }
+        let mut w = RepairWait::default();
+        assert_eq!(w.get(floor), floor);
+        for _ in 0..4 {
+            w.observe(false, floor, lag);
+        }
+        assert_eq!(w.get(floor), floor * 16);
+        for _ in 0..20 {
+            w.observe(false, floor, lag);
+        }
+        assert!(w.get(floor) <= lag.get() * 2, "capped at twice the lag");
+        assert!(w.get(floor) > Duration::from_millis(700));
+        w.observe(true, floor, lag);
+        assert!(
+            w.get(floor) > Duration::from_millis(650),
+            "one answer barely moves it"
+        );
+        for _ in 0..200 {
+            w.observe(true, floor, lag);
+        }
+        assert_eq!(w.get(floor), floor, "answers bring it to the floor");
+        w.observe(false, floor, Lag::default());
+        assert_eq!(w.get(floor), floor, "no lag: no longer than configured");
     }
 }

@@ -141,6 +141,7 @@ impl Router {
             self.rpc(p).graft.push(wire::Graft {
                 topic: topic.to_string(),
             });
+            self.start_link(topic, p);
         }
         for p in prunes {
             self.prune(topic, p, now);
@@ -208,7 +209,35 @@ impl Router {
             self.rpc(p).graft.push(wire::Graft {
                 topic: topic.to_string(),
             });
+            self.start_link(topic, p);
         }
+    }
+
+    /// `peer` just joined the mesh of `topic`: it starts choked when enough other
+    /// links are eager (see [`GossipConfig::choke_new_links`]).
+    pub(super) fn start_link(&mut self, topic: &str, peer: PeerId) {
+        if !self.config.choke || !self.config.choke_new_links {
+            return;
+        }
+        let keep = self.config.d_eager_min;
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let eager = t
+            .mesh
+            .iter()
+            .filter(|(p, l)| **p != peer && !l.we_choked)
+            .count();
+        let Some(l) = t.mesh.get_mut(&peer) else {
+            return;
+        };
+        if eager <= keep || l.we_choked {
+            return;
+        }
+        l.we_choked = true;
+        self.rpc(peer).choke.push(wire::Choke {
+            topic: topic.to_string(),
+        });
     }
 
     pub(super) fn prune(&mut self, topic: &str, peer: PeerId, now: Instant) {

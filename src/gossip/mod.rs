@@ -25,6 +25,7 @@ mod output;
 mod outstanding;
 pub mod penalty;
 mod receive;
+mod recent;
 pub mod rpc;
 pub mod score;
 pub mod stream;
@@ -64,6 +65,10 @@ pub const MAX_TOPIC_LEN: usize = 256;
 const MAX_CHUNKS_QUEUED: usize = 64;
 /// Ids remembered per peer from its IDONTWANTs.
 const MAX_DONTWANT: usize = 1024;
+/// Ids remembered per peer as offered to it in IHAVE gossip: more than the gossip
+/// windows hold at the rates seen (P1: ~20 ids a heartbeat, gossiped over up to 6
+/// windows under load). One forgotten is offered again, no worse than GossipSub.
+const MAX_OFFERED: usize = 1024;
 /// Heartbeats an IWANT may take before the promise counts as broken.
 const PROMISE_HEARTBEATS: u32 = 3;
 
@@ -99,14 +104,7 @@ impl Peer {
         if let Some(i) = queued {
             self.chunks_queued.remove(i);
         }
-        if self.dontwant.insert(id) {
-            self.dontwant_order.push_back(id);
-            if self.dontwant_order.len() > MAX_DONTWANT {
-                if let Some(old) = self.dontwant_order.pop_front() {
-                    self.dontwant.remove(&old);
-                }
-            }
-        }
+        self.dontwant.insert(id);
         queued.is_some()
     }
 }
@@ -116,8 +114,9 @@ struct Peer {
     topics: Set<String>,
     score: PeerScore,
     subnet: [u8; 6],
-    dontwant: Set<MessageId>,
-    dontwant_order: VecDeque<MessageId>,
+    dontwant: recent::RecentIds,
+    /// Ids we offered it in IHAVE gossip (each is offered to a peer once).
+    offered: recent::RecentIds,
     /// Streams whose chunks were queued for this peer lately (newest last, bounded).
     chunks_queued: VecDeque<MessageId>,
     ihaves: usize,
@@ -137,6 +136,8 @@ pub struct Router {
     mcache: MessageCache,
     /// Ids we asked for with IWANT: from whom, and by when.
     promises: Map<MessageId, (PeerId, Instant)>,
+    /// How long an IHAVE waits before its IWANT.
+    iwant_wait: lag::RepairWait,
     /// Ids announced by the first fragment of a message still arriving.
     incoming: Announcements,
     /// Streamed messages still arriving.
@@ -202,6 +203,7 @@ impl Router {
             topics: Map::default(),
             peers: Map::default(),
             promises: Map::default(),
+            iwant_wait: Default::default(),
             iwant_due: Map::default(),
             lazy: Map::default(),
             lazy_due: None,
@@ -225,8 +227,8 @@ impl Router {
             topics: Set::default(),
             score: PeerScore::default(),
             subnet: subnet(ip),
-            dontwant: Set::default(),
-            dontwant_order: VecDeque::new(),
+            dontwant: recent::RecentIds::new(MAX_DONTWANT),
+            offered: recent::RecentIds::new(MAX_OFFERED),
             chunks_queued: VecDeque::new(),
             ihaves: 0,
             verify_budget: TokenBucket::new(
@@ -334,6 +336,20 @@ impl Router {
     /// first copies and their duplicates, which the repair windows stretch to.
     pub fn observed_lag(&self) -> Duration {
         self.lag.get()
+    }
+
+    /// A genuine copy of `id` came from `from`: any IWANT promise for it is kept,
+    /// and the repair wait learns whether that IWANT was needed. `true` if there
+    /// was one.
+    fn keep_promise(&mut self, id: &MessageId, from: PeerId) -> bool {
+        let Some((asked, _)) = self.promises.remove(id) else {
+            return false;
+        };
+        if self.config.iwant_adaptive {
+            let floor = self.config.iwant_delay;
+            self.iwant_wait.observe(asked == from, floor, self.lag);
+        }
+        true
     }
 
     /// When an IWANT sent now must be answered: three heartbeats, plus twice the
@@ -525,6 +541,8 @@ mod hostile_tests;
 mod implied_tests;
 #[cfg(test)]
 mod lone_tests;
+#[cfg(test)]
+mod repair_tests;
 #[cfg(test)]
 mod stream_tests;
 #[cfg(test)]

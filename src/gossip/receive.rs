@@ -174,7 +174,7 @@ impl Router {
         };
         // A genuine copy keeps an IWANT promise for it, whatever the verdict and
         // however long a deferred one takes.
-        let via_iwant = self.promises.remove(&id).is_some();
+        let via_iwant = self.keep_promise(&id, from);
         let verdict = match &self.validator {
             Some(v) => v(&topic_name, &msg.data),
             None => Validation::Accept,
@@ -386,7 +386,10 @@ impl Router {
             }
             return self.prune(&topic, from, now);
         }
-        t.mesh.entry(from).or_default();
+        if let std::collections::hash_map::Entry::Vacant(e) = t.mesh.entry(from) {
+            e.insert(Link::default());
+            self.start_link(&topic, from);
+        }
     }
 
     /// A PRUNE. Its peer-exchange records are only read when the pruning peer was

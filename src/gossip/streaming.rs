@@ -238,7 +238,7 @@ impl Router {
             return;
         }
         self.seen.insert(id, now);
-        let via_iwant = self.promises.remove(&id).is_some();
+        let via_iwant = self.keep_promise(&id, last_from);
         let verdict = match &self.validator {
             Some(v) => v(&topic_name, &data),
             None => Validation::Accept,

@@ -30,7 +30,9 @@ pub enum RouterProfile {
     /// Our router configured as GossipSub v1.2: no choking, IDONTWANT only after
     /// full receipt, flood publish at every size, whole messages forwarded once
     /// complete (no cut-through), D = 6, D_lo 5, D_hi 12, D_lazy 6, and
-    /// rust-libp2p's timing: a 1 s heartbeat, 5 history windows, 3 gossiped.
+    /// rust-libp2p's timing: a 1 s heartbeat, 5 history windows, 3 gossiped; ids
+    /// offered again in every gossip window, new mesh links eager, and a fixed
+    /// IWANT delay.
     GossipSub12,
 }
 
@@ -54,6 +56,9 @@ impl RouterProfile {
             g.implied_dontwant = false;
             g.withdraw_chunks = false;
             g.ihave_batch = std::time::Duration::ZERO;
+            g.gossip_offer_once = false;
+            g.choke_new_links = false;
+            g.iwant_adaptive = false;
         }
         g
     }

@@ -1,0 +1,145 @@
+//! Lazy repair that costs fewer bytes: gossip offers each id to a peer once, new
+//! mesh links start choked when enough are eager, and the IHAVE-to-IWANT wait
+//! learns from premature IWANTs.
+
+use super::hostile_tests::{key, Harness, T};
+use super::*;
+
+fn publish(origin: u64, seq: u64) -> wire::GossipRpc {
+    let mut m = message::build(Some(&key(origin)), T, seq, 0, vec![seq as u8; 100]);
+    m.hops = 1;
+    wire::GossipRpc {
+        publish: vec![m],
+        ..Default::default()
+    }
+}
+
+fn ihaves_of(out: &[GossipOutput], peer: PeerId, id: &MessageId) -> usize {
+    Harness::sent_to(out, peer)
+        .iter()
+        .flat_map(|r| r.ihave.iter())
+        .filter(|i| i.ids.iter().any(|x| x.as_slice() == id))
+        .count()
+}
+
+#[test]
+fn gossip_offers_an_id_to_each_peer_once() {
+    for once in [true, false] {
+        let mut h = Harness::with(
+            GossipConfig {
+                gossip_offer_once: once,
+                ..GossipConfig::default()
+            },
+            None,
+        );
+        let peers: Vec<PeerId> = (1..=12).map(|i| h.peer(i, &[T])).collect();
+        let rpc = publish(40, 1);
+        let id = message::message_id(&rpc.publish[0]);
+        h.rpc(peers[0], &rpc);
+        let mesh = h.r.mesh(T);
+        let outside: Vec<PeerId> = peers
+            .iter()
+            .copied()
+            .filter(|p| !mesh.contains(p))
+            .collect();
+        assert!(!outside.is_empty());
+        h.take();
+        for _ in 0..3 {
+            h.now += Duration::from_millis(200);
+            h.r.heartbeat(h.now);
+            h.drain();
+        }
+        let out = h.take();
+        let most = outside.iter().map(|p| ihaves_of(&out, *p, &id)).max();
+        if once {
+            assert_eq!(most, Some(1), "offered once to each");
+        } else {
+            assert!(most > Some(1), "GossipSub offers it each heartbeat");
+        }
+    }
+}
+
+#[test]
+fn links_joining_a_mesh_with_enough_eager_links_start_choked() {
+    for choke_new in [true, false] {
+        let mut h = Harness::with(
+            GossipConfig {
+                choke_new_links: choke_new,
+                ..GossipConfig::default()
+            },
+            None,
+        );
+        let peers: Vec<PeerId> = (1..=8).map(|i| h.peer(i, &[T])).collect();
+        let out = h.take();
+        let choked: Vec<&PeerId> = peers
+            .iter()
+            .filter(|p| {
+                Harness::sent_to(&out, **p)
+                    .iter()
+                    .any(|r| !r.choke.is_empty())
+            })
+            .collect();
+        let eager = GossipConfig::default().d_eager_min + 1;
+        let mesh = h.r.mesh(T).len();
+        assert!(mesh > eager);
+        if choke_new {
+            assert_eq!(choked.len(), mesh - eager, "all but {eager} start choked");
+            assert!(choked.iter().all(|p| h.r.mesh(T).contains(p)));
+        } else {
+            assert!(choked.is_empty());
+        }
+    }
+}
+
+#[test]
+fn premature_iwants_make_the_next_ones_wait_longer() {
+    let mut h = Harness::new();
+    let (a, b, lazy) = (h.peer(1, &[T]), h.peer(2, &[T]), h.peer(3, &[T]));
+    // Copies 400 ms apart: the network runs behind.
+    for seq in 100..110 {
+        h.rpc(a, &publish(9, seq));
+        h.now += Duration::from_millis(400);
+        h.rpc(b, &publish(9, seq));
+    }
+    let floor = GossipConfig::default().iwant_delay;
+    assert_eq!(h.r.iwant_wait.get(floor), floor);
+    // An IHAVE, its IWANT, and then the eager copy beats the reply.
+    let rpc = publish(9, 1);
+    let id = message::message_id(&rpc.publish[0]);
+    let ihave = wire::GossipRpc {
+        ihave: vec![wire::IHave {
+            topic: T.into(),
+            ids: vec![id.to_vec()],
+        }],
+        ..Default::default()
+    };
+    h.rpc(lazy, &ihave);
+    h.take();
+    h.now += floor;
+    h.r.heartbeat(h.now);
+    h.drain();
+    let asked = Harness::sent_to(&h.take(), lazy).iter().any(|r| {
+        r.iwant
+            .iter()
+            .any(|w| w.ids.iter().any(|x| x.as_slice() == id))
+    });
+    assert!(asked, "the IWANT went out after the configured delay");
+    h.rpc(a, &rpc);
+    assert_eq!(
+        h.r.iwant_wait.get(floor),
+        floor * 2,
+        "premature: it doubles"
+    );
+    // The next offer waits the longer time.
+    let rpc2 = publish(9, 2);
+    let id2 = message::message_id(&rpc2.publish[0]);
+    let ihave2 = wire::GossipRpc {
+        ihave: vec![wire::IHave {
+            topic: T.into(),
+            ids: vec![id2.to_vec()],
+        }],
+        ..Default::default()
+    };
+    h.rpc(lazy, &ihave2);
+    assert!(h.r.poll_timeout() >= h.now + floor * 2);
+}
