@@ -20,12 +20,17 @@ use parking_lot::Mutex;
 
 const TOPIC: &str = "testnet";
 
+/// One delivery seen by the application: node, message, hops, when.
+type Delivery = (usize, usize, u32, Instant);
+
 struct Params {
     nodes: usize,
     msgs: usize,
     size: usize,
     interval_ms: u64,
     seed: u64,
+    /// Gossip settings changed by name (`--set a=1,b=2`), for ablations.
+    gossip: meshwire::gossip::GossipConfig,
 }
 
 fn parse() -> Params {
@@ -35,11 +40,12 @@ fn parse() -> Params {
         size: 1024,
         interval_ms: 20,
         seed: 42,
+        gossip: meshwire::gossip::GossipConfig::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
-            println!("testnet [--nodes N (200)] [--msgs M (100)] [--size S (1024)] [--interval-ms I (20)] [--seed X (42)]");
+            println!("testnet [--nodes N (200)] [--msgs M (100)] [--size S (1024)] [--interval-ms I (20)] [--seed X (42)] [--set gossip_knob=value,...]");
             std::process::exit(0);
         }
         let v = args.next().unwrap_or_default();
@@ -53,6 +59,11 @@ fn parse() -> Params {
             "--size" => p.size = n().max(8) as usize,
             "--interval-ms" => p.interval_ms = n(),
             "--seed" => p.seed = n(),
+            "--set" => {
+                if let Err(e) = p.gossip.set_knobs(&v) {
+                    fail(&format!("--set: {e}"))
+                }
+            }
             other => fail(&format!("unknown flag {other} (see --help)")),
         }
     }
@@ -137,7 +148,8 @@ fn main() {
         let mut b = NodeBuilder::new("meshwire-testnet")
             .listen(node_addr(i))
             .channel(ChannelConfig::new(1))
-            .rng_seed(p.seed ^ ((i as u64) << 16));
+            .rng_seed(p.seed ^ ((i as u64) << 16))
+            .gossip(Some(p.gossip.clone()));
         let c = b.config_mut();
         c.limits.max_outbound = max_out;
         c.max_lookup_conns = lookup_conns;
@@ -191,24 +203,26 @@ fn main() {
 
     // Collectors: each polls a share of the nodes' event queues.
     let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; p.msgs]));
-    let deliveries: Arc<Mutex<Vec<(usize, u32, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let deliveries: Arc<Mutex<Vec<Delivery>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let collectors: Vec<_> = nodes
         .chunks(nodes.len().div_ceil(4))
-        .map(|chunk| {
+        .enumerate()
+        .map(|(c, chunk)| {
+            let first = c * nodes.len().div_ceil(4);
             let rxs: Vec<_> = chunk.iter().map(|n| n.events()).collect();
             let (out, halt) = (deliveries.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !halt.load(Ordering::Relaxed) {
                     let mut idle = true;
-                    for rx in &rxs {
+                    for (i, rx) in rxs.iter().enumerate() {
                         while let Ok(ev) = rx.try_recv() {
                             if let Event::Gossip(g) = ev {
                                 let now = Instant::now();
                                 let seq =
                                     u64::from_le_bytes(g.data[..8].try_into().unwrap_or([0; 8]))
                                         as usize;
-                                out.lock().push((seq, g.hops, now));
+                                out.lock().push((first + i, seq, g.hops, now));
                                 idle = false;
                             }
                         }
@@ -228,12 +242,14 @@ fn main() {
     let dups0 = duplicates(&nodes);
     let cpu0 = cpu_secs();
     let start = Instant::now();
+    let mut published_by = vec![0usize; p.nodes];
     for seq in 0..p.msgs {
         let due = start + Duration::from_millis(p.interval_ms * seq as u64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
         let origin = rng.below(p.nodes as u64) as usize;
+        published_by[origin] += 1;
         let mut data = vec![0u8; p.size];
         data[..8].copy_from_slice(&(seq as u64).to_le_bytes());
         for b in data[8..].iter_mut() {
@@ -285,7 +301,7 @@ fn main() {
     let mut lat = Vec::with_capacity(got.len());
     let mut tta = vec![0f64; p.msgs];
     let mut hops: HashMap<u32, u64> = HashMap::new();
-    for &(seq, h, t) in got.iter() {
+    for &(_, seq, h, t) in got.iter() {
         let Some(Some(s)) = sent.get(seq) else {
             continue;
         };
@@ -348,6 +364,37 @@ fn main() {
         &mut table,
         "disconnects (by reason)",
         format!("{disconnects:?}"),
+    );
+    // Where deliveries are missing: per node, how many of the messages it lacks
+    // (the publisher itself is not expected to deliver its own message).
+    let mut per_node = vec![0usize; p.nodes];
+    let mut have = std::collections::HashSet::new();
+    for &(node, seq, _, _) in got.iter() {
+        if have.insert((node, seq)) {
+            per_node[node] += 1;
+        }
+    }
+    let mut short: Vec<(usize, usize)> = per_node
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| **n < p.msgs - published_by[*i])
+        .map(|(i, n)| (i, p.msgs - published_by[i] - n))
+        .collect();
+    short.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = short
+        .iter()
+        .take(8)
+        .map(|(i, k)| {
+            format!(
+                "node {i}: {k} (mesh {})",
+                after[*i].topics.get(TOPIC).map_or(0, |t| t.mesh)
+            )
+        })
+        .collect();
+    row(
+        &mut table,
+        "nodes missing messages",
+        format!("{} {}", short.len(), shown.join(", ")),
     );
     let gossip_rpcs: u64 = before
         .iter()
