@@ -49,7 +49,7 @@ impl Lag {
 /// from how IWANTs turned out: doubled after a premature one (an eager copy beat
 /// its reply, which is then a duplicate), cut by a sixteenth after one whose reply
 /// came first. It settles where about one IWANT in twelve is premature, and never
-/// passes twice the lag.
+/// passes twice the lag (nor a bound the caller sets).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct RepairWait {
     value: Duration,
@@ -62,11 +62,13 @@ impl RepairWait {
     }
 
     /// An IWANT we sent was answered first (`answer`), or an eager copy beat it.
-    pub(crate) fn observe(&mut self, answer: bool, floor: Duration, lag: Lag) {
+    /// The wait stays under twice the lag and under `cap`: an offer is answered
+    /// only while the message is in the offerer's cache.
+    pub(crate) fn observe(&mut self, answer: bool, floor: Duration, cap: Duration, lag: Lag) {
         if answer {
             self.value -= self.value / 16;
         } else {
-            let ceiling = floor.max(lag.get() * 2);
+            let ceiling = floor.max((lag.get() * 2).min(cap));
             self.value = (self.value.max(floor) * 2).min(ceiling);
         }
     }
@@ -112,7 +114,7 @@ mod tests {
 
     #[test]
     fn the_repair_wait_grows_with_premature_iwants_and_shrinks_with_answers() {
-        let floor = Duration::from_millis(5);
+        let (floor, cap) = (Duration::from_millis(5), Duration::from_millis(1500));
         let mut lag = Lag::default();
         for _ in 0..50 {
             lag.observe(Duration::from_millis(400));
@@ -120,24 +122,31 @@ mod tests {
         let mut w = RepairWait::default();
         assert_eq!(w.get(floor), floor);
         for _ in 0..4 {
-            w.observe(false, floor, lag);
+            w.observe(false, floor, cap, lag);
         }
         assert_eq!(w.get(floor), floor * 16);
         for _ in 0..20 {
-            w.observe(false, floor, lag);
+            w.observe(false, floor, cap, lag);
         }
         assert!(w.get(floor) <= lag.get() * 2, "capped at twice the lag");
         assert!(w.get(floor) > Duration::from_millis(700));
-        w.observe(true, floor, lag);
+        w.observe(true, floor, cap, lag);
         assert!(
             w.get(floor) > Duration::from_millis(650),
             "one answer barely moves it"
         );
         for _ in 0..200 {
-            w.observe(true, floor, lag);
+            w.observe(true, floor, cap, lag);
         }
         assert_eq!(w.get(floor), floor, "answers bring it to the floor");
-        w.observe(false, floor, Lag::default());
+        w.observe(false, floor, cap, Lag::default());
         assert_eq!(w.get(floor), floor, "no lag: no longer than configured");
+        for _ in 0..50 {
+            lag.observe(Duration::from_secs(5));
+        }
+        for _ in 0..20 {
+            w.observe(false, floor, cap, lag);
+        }
+        assert_eq!(w.get(floor), cap, "and never past the cap");
     }
 }

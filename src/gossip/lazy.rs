@@ -120,10 +120,17 @@ impl Router {
             if implied {
                 self.peer_has(from, id);
             }
-            let known = self.seen.contains(&id)
-                || self.incoming.contains(&id)
-                || self.assembling.contains(&id);
-            if known || self.promises.contains_key(&id) || self.iwant_due.contains_key(&id) {
+            if self.have_or_getting(&id) {
+                continue;
+            }
+            let pending = self.promises.get(&id).or_else(|| self.iwant_due.get(&id));
+            if let Some((first, _)) = pending {
+                if *first != from {
+                    let alt = self.alternates.entry(id).or_default();
+                    if alt.len() < MAX_ALTERNATES && !alt.contains(&from) {
+                        alt.push(from);
+                    }
+                }
                 continue;
             }
             self.iwant_due.insert(id, (from, at));
@@ -142,12 +149,18 @@ impl Router {
         let mut per_peer: Map<PeerId, Vec<Vec<u8>>> = Map::default();
         for (id, peer) in due {
             self.iwant_due.remove(&id);
-            let known = self.seen.contains(&id)
-                || self.incoming.contains(&id)
-                || self.assembling.contains(&id);
-            if known || !self.peers.contains_key(&peer) {
+            if self.have_or_getting(&id) {
+                self.alternates.remove(&id);
                 continue;
             }
+            let peer = if self.peers.contains_key(&peer) {
+                peer
+            } else {
+                match self.next_offerer(&id) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            };
             self.promises.insert(id, (peer, deadline));
             per_peer.entry(peer).or_default().push(id.to_vec());
         }
@@ -155,6 +168,58 @@ impl Router {
         peers.sort_by_key(|(p, _)| *p);
         for (peer, ids) in peers {
             self.rpc(peer).iwant.push(wire::IWant { ids });
+        }
+    }
+
+    /// Whether `id` is here or on its way (complete, announced, or assembling).
+    fn have_or_getting(&self, id: &MessageId) -> bool {
+        self.seen.contains(id) || self.incoming.contains(id) || self.assembling.contains(id)
+    }
+
+    /// The next peer still connected that offered `id`, if any (taken from the list).
+    fn next_offerer(&mut self, id: &MessageId) -> Option<PeerId> {
+        let alt = self.alternates.get_mut(id)?;
+        while !alt.is_empty() {
+            let p = alt.remove(0);
+            if self.peers.contains_key(&p) {
+                return Some(p);
+            }
+        }
+        self.alternates.remove(id);
+        None
+    }
+
+    /// Promises past their deadline, or whose peer left: the peer that broke one
+    /// pays (one that left does not), and the message is asked of the next peer
+    /// that offered it.
+    pub(super) fn break_promises(&mut self, now: Instant) {
+        let mut broken: Vec<(MessageId, PeerId, bool)> = self
+            .promises
+            .iter()
+            .filter_map(|(id, (p, d))| {
+                let gone = !self.peers.contains_key(p);
+                (*d <= now || gone).then_some((*id, *p, gone))
+            })
+            .collect();
+        broken.sort();
+        let deadline = self.promise_deadline(now);
+        for (id, p, gone) in broken {
+            self.promises.remove(&id);
+            if !gone {
+                if let Some(peer) = self.peers.get_mut(&p) {
+                    peer.score.broken_promises += 1.0;
+                }
+            }
+            if self.have_or_getting(&id) {
+                self.alternates.remove(&id);
+                continue;
+            }
+            if let Some(next) = self.next_offerer(&id) {
+                self.promises.insert(id, (next, deadline));
+                self.rpc(next).iwant.push(wire::IWant {
+                    ids: vec![id.to_vec()],
+                });
+            }
         }
     }
 

@@ -40,19 +40,7 @@ impl Router {
         self.next_heartbeat = now + self.config.heartbeat;
         self.heartbeats += 1;
         self.expire_deferred(now);
-        // Broken promises.
-        let broken: Vec<(MessageId, PeerId)> = self
-            .promises
-            .iter()
-            .filter(|(_, (_, d))| *d <= now)
-            .map(|(id, (p, _))| (*id, *p))
-            .collect();
-        for (id, p) in broken {
-            self.promises.remove(&id);
-            if let Some(peer) = self.peers.get_mut(&p) {
-                peer.score.broken_promises += 1.0;
-            }
-        }
+        self.break_promises(now);
         // Scores: decay, colocation.
         let mut per_subnet: Map<[u8; 6], usize> = Map::default();
         for p in self.peers.values() {

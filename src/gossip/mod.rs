@@ -69,6 +69,8 @@ const MAX_DONTWANT: usize = 1024;
 /// windows hold at the rates seen (P1: ~20 ids a heartbeat, gossiped over up to 6
 /// windows under load). One forgotten is offered again, no worse than GossipSub.
 const MAX_OFFERED: usize = 1024;
+/// Other offerers remembered per id we wait for.
+const MAX_ALTERNATES: usize = 3;
 /// Heartbeats an IWANT may take before the promise counts as broken.
 const PROMISE_HEARTBEATS: u32 = 3;
 
@@ -149,6 +151,10 @@ pub struct Router {
     suspect_origins: VecDeque<PeerId>,
     /// IWANTs waiting for their delay: id -> (peer, send at).
     iwant_due: Map<MessageId, (PeerId, Instant)>,
+    /// Other peers that offered an id we are waiting for (due or promised): asked
+    /// next if the first leaves or breaks its promise. An id is offered to us by a
+    /// peer once, so without these one lost reply loses the message.
+    alternates: Map<MessageId, Vec<PeerId>>,
     /// IHAVEs held back for doubly choked links, per peer and topic (at most
     /// `max_ihave_length` ids per peer).
     lazy: Map<PeerId, HeldIhaves>,
@@ -205,6 +211,7 @@ impl Router {
             promises: Map::default(),
             iwant_wait: Default::default(),
             iwant_due: Map::default(),
+            alternates: Map::default(),
             lazy: Map::default(),
             lazy_due: None,
             pending: Map::default(),
@@ -260,7 +267,8 @@ impl Router {
         for t in self.topics.values_mut() {
             t.mesh.remove(peer);
         }
-        self.promises.retain(|_, (p, _)| p != peer);
+        // Its promises are broken at the next heartbeat, and asked of another
+        // offerer then (without a penalty: it left).
     }
 
     /// Subscribes to `topic`, telling every peer and grafting a mesh at once.
@@ -342,12 +350,17 @@ impl Router {
     /// and the repair wait learns whether that IWANT was needed. `true` if there
     /// was one.
     fn keep_promise(&mut self, id: &MessageId, from: PeerId) -> bool {
+        self.alternates.remove(id);
         let Some((asked, _)) = self.promises.remove(id) else {
             return false;
         };
         if self.config.iwant_adaptive {
             let floor = self.config.iwant_delay;
-            self.iwant_wait.observe(asked == from, floor, self.lag);
+            // Half the configured cache time: an IWANT must still find the
+            // message at its offerer (testnet, 1,000 nodes, lag ~5 s: waits of
+            // twice the lag outlived the caches and lost deliveries).
+            let cap = self.config.heartbeat * self.config.history_length as u32 / 2;
+            self.iwant_wait.observe(asked == from, floor, cap, self.lag);
         }
         true
     }

@@ -143,3 +143,48 @@ fn premature_iwants_make_the_next_ones_wait_longer() {
     h.rpc(lazy, &ihave2);
     assert!(h.r.poll_timeout() >= h.now + floor * 2);
 }
+
+#[test]
+fn a_promise_broken_by_a_peer_that_left_is_asked_of_the_next_offerer() {
+    let mut h = Harness::new();
+    let (first, second) = (h.peer(1, &[T]), h.peer(2, &[T]));
+    let rpc = publish(9, 1);
+    let id = message::message_id(&rpc.publish[0]);
+    let ihave = wire::GossipRpc {
+        ihave: vec![wire::IHave {
+            topic: T.into(),
+            ids: vec![id.to_vec()],
+        }],
+        ..Default::default()
+    };
+    h.rpc(first, &ihave);
+    h.rpc(second, &ihave);
+    h.now += Duration::from_millis(10);
+    h.r.heartbeat(h.now);
+    h.drain();
+    let asks = |out: &[GossipOutput], p: PeerId| {
+        Harness::sent_to(out, p).iter().any(|r| {
+            r.iwant
+                .iter()
+                .any(|w| w.ids.iter().any(|x| x.as_slice() == id))
+        })
+    };
+    let out = h.take();
+    assert!(
+        asks(&out, first) && !asks(&out, second),
+        "one IWANT, to the first"
+    );
+    // The first offerer leaves before answering: the next heartbeat asks the second.
+    h.r.remove_peer(&first);
+    h.now += Duration::from_millis(200);
+    h.r.heartbeat(h.now);
+    h.drain();
+    assert!(asks(&h.take(), second), "asked of the other offerer");
+    assert_eq!(
+        h.r.peers[&second].score.broken_promises, 0.0,
+        "nobody pays for a peer that left"
+    );
+    // Answered: nothing is left waiting.
+    h.rpc(second, &rpc);
+    assert!(h.r.promises.is_empty() && h.r.alternates.is_empty());
+}
