@@ -280,46 +280,48 @@ impl GossipConfig {
     /// g.set_knob("heartbeat_ms", "100").unwrap();
     /// assert!(!g.choke);
     /// assert!(g.set_knob("no_such_setting", "1").is_err());
+    /// g.set_knob("flood_publish_max_size", "5000000000").unwrap();
+    /// assert!(g.set_knob("choke_after", "5000000000").is_err(), "not a u32");
     /// ```
     pub fn set_knob(&mut self, name: &str, value: &str) -> Result<(), KnobError> {
-        let n: u64 = value
-            .trim()
-            .parse()
-            .map_err(|_| KnobError::BadValue(value.to_string()))?;
-        let size = usize::try_from(n).map_err(|_| KnobError::BadValue(value.to_string()))?;
-        let count = u32::try_from(n).map_err(|_| KnobError::BadValue(value.to_string()))?;
+        let bad = || KnobError::BadValue(value.to_string());
+        let n: u64 = value.trim().parse().map_err(|_| bad())?;
+        // Each kind is converted where it is used, so a size too big for a u32
+        // is still a size.
+        let size = || usize::try_from(n).map_err(|_| bad());
+        let count = || u32::try_from(n).map_err(|_| bad());
         let ms = Duration::from_millis(n);
         let on = n != 0;
         match name {
-            "d" => self.d = size,
-            "d_lo" => self.d_lo = size,
-            "d_hi" => self.d_hi = size,
-            "d_max" => self.d_max = size,
-            "d_lazy" => self.d_lazy = size,
-            "d_eager_min" => self.d_eager_min = size,
-            "history_gossip" => self.history_gossip = size,
+            "d" => self.d = size()?,
+            "d_lo" => self.d_lo = size()?,
+            "d_hi" => self.d_hi = size()?,
+            "d_max" => self.d_max = size()?,
+            "d_lazy" => self.d_lazy = size()?,
+            "d_eager_min" => self.d_eager_min = size()?,
+            "history_gossip" => self.history_gossip = size()?,
             "gossip_offer_once" => self.gossip_offer_once = on,
             "heartbeat_ms" => self.heartbeat = ms,
             "choke" => self.choke = on,
             "choke_new_links" => self.choke_new_links = on,
-            "choke_after" => self.choke_after = count,
+            "choke_after" => self.choke_after = count()?,
             "choke_min_lag_ms" => self.choke_min_lag = ms,
-            "choke_window" => self.choke_window = count,
-            "choke_duplicates" => self.choke_duplicates = count,
+            "choke_window" => self.choke_window = count()?,
+            "choke_duplicates" => self.choke_duplicates = count()?,
             "iwant_delay_ms" => self.iwant_delay = ms,
             "iwant_adaptive" => self.iwant_adaptive = on,
             "ihave_batch_ms" => self.ihave_batch = ms,
             "idontwant" => self.idontwant = on,
-            "idontwant_min_size" => self.idontwant_min_size = size,
+            "idontwant_min_size" => self.idontwant_min_size = size()?,
             "idontwant_first_fragment" => self.idontwant_first_fragment = on,
             "implied_dontwant" => self.implied_dontwant = on,
             "cut_through" => self.cut_through = on,
             "withdraw_chunks" => self.withdraw_chunks = on,
-            "stream_chunk" => self.stream_chunk = size,
-            "stream_eager" => self.stream_eager = size,
-            "stream_publish" => self.stream_publish = size,
-            "stream_min_size" => self.stream_min_size = size,
-            "flood_publish_max_size" => self.flood_publish_max_size = size,
+            "stream_chunk" => self.stream_chunk = size()?,
+            "stream_eager" => self.stream_eager = size()?,
+            "stream_publish" => self.stream_publish = size()?,
+            "stream_min_size" => self.stream_min_size = size()?,
+            "flood_publish_max_size" => self.flood_publish_max_size = size()?,
             _ => return Err(KnobError::Unknown(name.to_string())),
         }
         Ok(())

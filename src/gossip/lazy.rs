@@ -19,7 +19,7 @@ impl Router {
         let Some((id, topic)) = message::peek_first(prefix) else {
             return;
         };
-        if self.seen.contains(&id) || self.incoming.contains(&id) || self.assembling.contains(&id) {
+        if self.have_or_getting(&id) {
             return;
         }
         let in_mesh = |t: &Topic| t.subscribed && t.mesh.contains_key(&from);
