@@ -157,22 +157,12 @@ mod tests {
         let mut m = message::build(Some(&key(50)), T, 1, 0, b"tx".to_vec());
         m.hops = 1;
         let id = message::message_id(&m);
-        let ihave = wire::GossipRpc {
-            ihave: vec![wire::IHave {
-                topic: T.into(),
-                ids: vec![id.to_vec()],
-            }],
-            ..Default::default()
-        };
-        h.rpc(b, &ihave);
+        h.ihave(b, &[id]);
         // The IWANT goes out (after its delay) and b answers with the message.
         h.now += config.iwant_delay + config.heartbeat;
         h.r.heartbeat(h.now);
         h.drain();
-        let asked = Harness::sent_to(&h.take(), b)
-            .iter()
-            .any(|r| r.iwant.iter().any(|w| w.ids.contains(&id.to_vec())));
-        assert!(asked, "we asked b for it");
+        assert!(Harness::asked(&h.take(), b, &id), "we asked b for it");
         h.rpc(
             b,
             &wire::GossipRpc {

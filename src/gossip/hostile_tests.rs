@@ -64,6 +64,27 @@ impl Harness {
         self.rpc(from, &rpc);
     }
 
+    /// `from` offers `ids` with an IHAVE.
+    pub(super) fn ihave(&mut self, from: PeerId, ids: &[MessageId]) {
+        let rpc = wire::GossipRpc {
+            ihave: vec![wire::IHave {
+                topic: T.into(),
+                ids: ids.iter().map(|i| i.to_vec()).collect(),
+            }],
+            ..Default::default()
+        };
+        self.rpc(from, &rpc);
+    }
+
+    /// Whether `out` holds an IWANT for `id` to `peer`.
+    pub(super) fn asked(out: &[GossipOutput], peer: PeerId, id: &MessageId) -> bool {
+        Self::sent_to(out, peer).iter().any(|r| {
+            r.iwant
+                .iter()
+                .any(|w| w.ids.iter().any(|x| x.as_slice() == id))
+        })
+    }
+
     pub(super) fn raw(&mut self, from: PeerId, bytes: &[u8]) {
         self.r.handle_rpc(from, bytes, self.now);
         self.drain();

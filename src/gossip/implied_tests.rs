@@ -17,16 +17,6 @@ fn publish(m: &wire::GossipMessage) -> wire::GossipRpc {
     }
 }
 
-fn ihave(ids: &[MessageId]) -> wire::GossipRpc {
-    wire::GossipRpc {
-        ihave: vec![wire::IHave {
-            topic: T.into(),
-            ids: ids.iter().map(|i| i.to_vec()).collect(),
-        }],
-        ..Default::default()
-    }
-}
-
 /// What `peer` was sent: (messages, IHAVE ids, IDONTWANT ids).
 fn got(out: &[GossipOutput], peer: PeerId) -> (usize, Vec<Vec<u8>>, usize) {
     let rpcs = Harness::sent_to(out, peer);
@@ -48,7 +38,7 @@ fn a_peer_that_offered_a_message_gets_no_copy_and_no_one_gets_an_idontwant() {
     let (a, b, c) = (h.peer(1, &[T]), h.peer(2, &[T]), h.peer(3, &[T]));
     let m = signed(50, 1, 2048);
     let id = message::message_id(&m);
-    h.rpc(b, &ihave(&[id]));
+    h.ihave(b, &[id]);
     h.take();
     h.rpc(a, &publish(&m));
     let out = h.take();
@@ -114,7 +104,7 @@ fn ihaves_on_links_choked_both_ways_go_out_together_without_what_the_peer_has() 
         "held back, not sent one by one"
     );
     // d shows it has the second one meanwhile.
-    h.rpc(d, &ihave(&[ids[1]]));
+    h.ihave(d, &[ids[1]]);
     h.take();
     h.now += h.r.config.ihave_batch;
     h.r.heartbeat(h.now);

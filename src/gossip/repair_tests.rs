@@ -106,24 +106,15 @@ fn premature_iwants_make_the_next_ones_wait_longer() {
     // An IHAVE, its IWANT, and then the eager copy beats the reply.
     let rpc = publish(9, 1);
     let id = message::message_id(&rpc.publish[0]);
-    let ihave = wire::GossipRpc {
-        ihave: vec![wire::IHave {
-            topic: T.into(),
-            ids: vec![id.to_vec()],
-        }],
-        ..Default::default()
-    };
-    h.rpc(lazy, &ihave);
+    h.ihave(lazy, &[id]);
     h.take();
     h.now += floor;
     h.r.heartbeat(h.now);
     h.drain();
-    let asked = Harness::sent_to(&h.take(), lazy).iter().any(|r| {
-        r.iwant
-            .iter()
-            .any(|w| w.ids.iter().any(|x| x.as_slice() == id))
-    });
-    assert!(asked, "the IWANT went out after the configured delay");
+    assert!(
+        Harness::asked(&h.take(), lazy, &id),
+        "the IWANT went out after the configured delay"
+    );
     h.rpc(a, &rpc);
     assert_eq!(
         h.r.iwant_wait.get(floor),
@@ -133,14 +124,7 @@ fn premature_iwants_make_the_next_ones_wait_longer() {
     // The next offer waits the longer time.
     let rpc2 = publish(9, 2);
     let id2 = message::message_id(&rpc2.publish[0]);
-    let ihave2 = wire::GossipRpc {
-        ihave: vec![wire::IHave {
-            topic: T.into(),
-            ids: vec![id2.to_vec()],
-        }],
-        ..Default::default()
-    };
-    h.rpc(lazy, &ihave2);
+    h.ihave(lazy, &[id2]);
     assert!(h.r.poll_timeout() >= h.now + floor * 2);
 }
 
@@ -150,25 +134,12 @@ fn a_promise_broken_by_a_peer_that_left_is_asked_of_the_next_offerer() {
     let (first, second) = (h.peer(1, &[T]), h.peer(2, &[T]));
     let rpc = publish(9, 1);
     let id = message::message_id(&rpc.publish[0]);
-    let ihave = wire::GossipRpc {
-        ihave: vec![wire::IHave {
-            topic: T.into(),
-            ids: vec![id.to_vec()],
-        }],
-        ..Default::default()
-    };
-    h.rpc(first, &ihave);
-    h.rpc(second, &ihave);
+    h.ihave(first, &[id]);
+    h.ihave(second, &[id]);
     h.now += Duration::from_millis(10);
     h.r.heartbeat(h.now);
     h.drain();
-    let asks = |out: &[GossipOutput], p: PeerId| {
-        Harness::sent_to(out, p).iter().any(|r| {
-            r.iwant
-                .iter()
-                .any(|w| w.ids.iter().any(|x| x.as_slice() == id))
-        })
-    };
+    let asks = |out: &[GossipOutput], p: PeerId| Harness::asked(out, p, &id);
     let out = h.take();
     assert!(
         asks(&out, first) && !asks(&out, second),
