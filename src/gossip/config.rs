@@ -159,6 +159,13 @@ pub struct GossipConfig {
     /// subscribed peer (flood publish): flooding 1 MiB to 30 peers holds a 50 Mbit/s
     /// uplink for 5 s. 0 publishes everything to the mesh only.
     pub flood_publish_max_size: usize,
+    /// How far flood publish goes past the links that want our messages pushed:
+    /// a small message of ours goes to every mesh link not choked by its peer, plus
+    /// this many other subscribed peers picked at random (choked or outside the
+    /// mesh), so that a mesh of liars cannot sit on it alone. `usize::MAX` is
+    /// GossipSub's flood publish (every subscribed peer). Each extra copy is one more
+    /// root of the broadcast tree and lands as a duplicate almost everywhere below.
+    pub flood_publish_extra: usize,
     /// Weights of the peer score (first deliveries, invalid messages, broken
     /// promises, mesh deficit, IP colocation, decay); the thresholds above act on it.
     pub score_weights: crate::gossip::score::ScoreWeights,
@@ -240,6 +247,7 @@ impl Default for GossipConfig {
             stream_chunk: 16 * 1024 - 64,
             max_assembly_bytes: 64 << 20,
             flood_publish_max_size: 32 * 1024,
+            flood_publish_extra: 4,
             score_weights: Default::default(),
             deferred_validation: false,
             deferred_timeout: Duration::from_secs(5),
@@ -322,6 +330,7 @@ impl GossipConfig {
             "stream_publish" => self.stream_publish = size()?,
             "stream_min_size" => self.stream_min_size = size()?,
             "flood_publish_max_size" => self.flood_publish_max_size = size()?,
+            "flood_publish_extra" => self.flood_publish_extra = size()?,
             _ => return Err(KnobError::Unknown(name.to_string())),
         }
         Ok(())

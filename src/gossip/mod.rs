@@ -438,9 +438,10 @@ impl Router {
         Ok(id)
     }
 
-    /// Whom a new message of ours goes to: every subscribed peer above the publish
-    /// threshold (flood publish), or, above `flood_publish_max_size`, the mesh (or
-    /// `d` of those peers when we have no mesh for the topic).
+    /// Whom a new message of ours goes to. Up to `flood_publish_max_size`: every
+    /// mesh link whose peer has not choked us, plus `flood_publish_extra` other
+    /// subscribed peers above the publish threshold (bounded flood publish); above
+    /// it, the mesh. With no mesh for the topic, `d` of the subscribed peers.
     fn publish_targets(&mut self, topic: &str, size: usize) -> Vec<PeerId> {
         let threshold = self.config.publish_threshold;
         let mut all: Vec<PeerId> = self
@@ -449,21 +450,39 @@ impl Router {
             .filter(|(_, p)| p.topics.contains(topic) && p.score.value(&self.weights) >= threshold)
             .map(|(id, _)| *id)
             .collect();
-        if size <= self.config.flood_publish_max_size {
+        all.sort();
+        let flood = size <= self.config.flood_publish_max_size;
+        let extra = self.config.flood_publish_extra;
+        if flood && extra >= all.len() {
             return all;
         }
-        let mesh: Vec<PeerId> = self
-            .topics
-            .get(topic)
-            .map(|t| t.mesh.keys().copied().filter(|p| all.contains(p)).collect())
-            .unwrap_or_default();
-        if !mesh.is_empty() {
-            return mesh;
+        let mesh = self.topics.get(topic).map(|t| &t.mesh);
+        let mut targets: Vec<PeerId> = all
+            .iter()
+            .filter(|p| {
+                mesh.and_then(|m| m.get(p))
+                    .is_some_and(|l| !(flood && l.choked_by_peer))
+            })
+            .copied()
+            .collect();
+        if targets.is_empty() && !flood {
+            self.rng.shuffle(&mut all);
+            all.truncate(self.config.d.max(1));
+            return all;
         }
-        all.sort();
-        self.rng.shuffle(&mut all);
-        all.truncate(self.config.d.max(1));
-        all
+        if flood {
+            let mut rest: Vec<PeerId> = all.into_iter().filter(|p| !targets.contains(p)).collect();
+            self.rng.shuffle(&mut rest);
+            // With no one in the mesh to push to, `d` peers at least.
+            let want = if targets.is_empty() {
+                extra.max(self.config.d)
+            } else {
+                extra
+            };
+            rest.truncate(want);
+            targets.extend(rest);
+        }
+        targets
     }
 
     // ------------------------------------------------------------ helpers

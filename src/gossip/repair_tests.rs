@@ -1,6 +1,7 @@
 //! Lazy repair that costs fewer bytes: gossip offers each id to a peer once, new
 //! mesh links start choked when enough are eager, and the IHAVE-to-IWANT wait
-//! learns from premature IWANTs.
+//! learns from premature IWANTs; a small message of ours goes to the links that
+//! want it pushed and a few more, not to every peer.
 
 use super::hostile_tests::{key, Harness, T};
 use super::*;
@@ -158,4 +159,68 @@ fn a_promise_broken_by_a_peer_that_left_is_asked_of_the_next_offerer() {
     // Answered: nothing is left waiting.
     h.rpc(second, &rpc);
     assert!(h.r.promises.is_empty() && h.r.alternates.is_empty());
+}
+
+#[test]
+fn a_small_publish_goes_to_links_that_want_it_and_a_few_more() {
+    for extra in [0usize, 2, usize::MAX] {
+        let mut h = Harness::with(
+            GossipConfig {
+                flood_publish_extra: extra,
+                choke_new_links: false,
+                ..GossipConfig::default()
+            },
+            None,
+        );
+        let peers: Vec<PeerId> = (1..=14).map(|i| h.peer(i, &[T])).collect();
+        let mesh = h.r.mesh(T);
+        // Three mesh peers ask us for IHAVE only.
+        let chokers: Vec<PeerId> = mesh.iter().take(3).copied().collect();
+        let choke = wire::GossipRpc {
+            choke: vec![wire::Choke { topic: T.into() }],
+            ..Default::default()
+        };
+        for p in &chokers {
+            h.rpc(*p, &choke);
+        }
+        h.take();
+        h.r.publish(T, vec![7; 1000], h.now).unwrap();
+        h.drain();
+        let out = h.take();
+        let got: Vec<PeerId> = peers
+            .iter()
+            .copied()
+            .filter(|p| {
+                Harness::sent_to(&out, *p)
+                    .iter()
+                    .any(|r| !r.publish.is_empty())
+            })
+            .collect();
+        let eager: Vec<PeerId> = mesh
+            .iter()
+            .copied()
+            .filter(|p| !chokers.contains(p))
+            .collect();
+        assert!(eager.iter().all(|p| got.contains(p)), "every eager link");
+        if extra == usize::MAX {
+            assert_eq!(got.len(), peers.len(), "GossipSub floods every peer");
+        } else {
+            assert_eq!(
+                got.len(),
+                eager.len() + extra,
+                "eager links and {extra} more"
+            );
+        }
+        // Big messages are not flooded: the whole mesh, no one outside it.
+        h.r.publish(T, vec![8; 64 * 1024], h.now).unwrap();
+        h.drain();
+        let out = h.take();
+        let outside = peers.iter().filter(|p| !mesh.contains(p));
+        for p in outside {
+            let sent = Harness::sent_to(&out, *p);
+            assert!(sent
+                .iter()
+                .all(|r| r.publish.is_empty() && r.head.is_empty()));
+        }
+    }
 }

@@ -53,6 +53,7 @@ impl RouterProfile {
             g.idontwant_first_fragment = false;
             g.cut_through = false;
             g.flood_publish_max_size = usize::MAX;
+            g.flood_publish_extra = usize::MAX;
             g.implied_dontwant = false;
             g.withdraw_chunks = false;
             g.ihave_batch = std::time::Duration::ZERO;
