@@ -457,29 +457,21 @@ impl Router {
             return all;
         }
         let mesh = self.topics.get(topic).map(|t| &t.mesh);
-        let mut targets: Vec<PeerId> = all
-            .iter()
-            .filter(|p| {
-                mesh.and_then(|m| m.get(p))
-                    .is_some_and(|l| !(flood && l.choked_by_peer))
-            })
-            .copied()
-            .collect();
-        if targets.is_empty() && !flood {
-            self.rng.shuffle(&mut all);
-            all.truncate(self.config.d.max(1));
-            return all;
-        }
-        if flood {
-            let mut rest: Vec<PeerId> = all.into_iter().filter(|p| !targets.contains(p)).collect();
+        let (mut targets, mut rest): (Vec<PeerId>, Vec<PeerId>) = all.into_iter().partition(|p| {
+            mesh.and_then(|m| m.get(p))
+                .is_some_and(|l| !(flood && l.choked_by_peer))
+        });
+        // Past the mesh: `extra` more when flooding; with no one in the mesh to push
+        // to, `d` at least.
+        let more = match (flood, targets.is_empty()) {
+            (true, false) => extra,
+            (true, true) => extra.max(self.config.d),
+            (false, false) => 0,
+            (false, true) => self.config.d.max(1),
+        };
+        if more > 0 {
             self.rng.shuffle(&mut rest);
-            // With no one in the mesh to push to, `d` peers at least.
-            let want = if targets.is_empty() {
-                extra.max(self.config.d)
-            } else {
-                extra
-            };
-            rest.truncate(want);
+            rest.truncate(more);
             targets.extend(rest);
         }
         targets
