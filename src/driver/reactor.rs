@@ -47,6 +47,9 @@ enum Kind {
         id: ConnId,
         /// The socket may have bytes we have not read yet.
         readable: bool,
+        /// The peer closed its side or the socket failed: read until the EOF or the
+        /// error, however short a read was.
+        closing: bool,
         /// Our dial, its TCP connect not yet complete.
         connecting: bool,
     },
@@ -57,6 +60,7 @@ enum Kind {
 struct SocketIo<'a> {
     stream: &'a mut TcpStream,
     readable: &'a mut bool,
+    closing: bool,
 }
 
 impl Io for SocketIo<'_> {
@@ -67,6 +71,12 @@ impl Io for SocketIo<'_> {
         let r = self.stream.read(buf);
         match &r {
             Ok(0) => *self.readable = false,
+            // A read that did not fill the buffer emptied the socket: the next byte
+            // to arrive raises a new (edge-triggered) event, so asking again now
+            // would only return WouldBlock, one syscall per read in two (P1 64:
+            // 83k recvfrom for 42k sendto). Not once the peer closed: its FIN came
+            // with an event we already consumed.
+            Ok(n) if *n < buf.len() && !self.closing => *self.readable = false,
             Err(e) if e.kind() != io::ErrorKind::Interrupted => *self.readable = false,
             _ => {}
         }
@@ -155,11 +165,17 @@ impl Reactor {
                         ..
                     }) => self.accept(token, now),
                     Some(Sock {
-                        kind: Kind::Conn { readable, .. },
+                        kind:
+                            Kind::Conn {
+                                readable, closing, ..
+                            },
                         ..
                     }) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             *readable = true;
+                        }
+                        if event.is_read_closed() || event.is_error() {
+                            *closing = true;
                         }
                         work.push(token);
                     }
@@ -380,6 +396,7 @@ impl Reactor {
                 stream,
                 id,
                 readable,
+                closing: false,
                 connecting: !readable,
             },
             timer: None,
@@ -397,6 +414,7 @@ impl Reactor {
             stream,
             id,
             readable,
+            closing,
             connecting,
         } = &mut sock.kind
         else {
@@ -428,7 +446,11 @@ impl Reactor {
             *readable = true;
         }
 
-        let mut io = SocketIo { stream, readable };
+        let mut io = SocketIo {
+            stream,
+            readable,
+            closing: *closing,
+        };
         let outcome = core.handle_io(id, &mut io, IO_BUDGET, now);
         if outcome.more_input || outcome.more_output {
             self.again.push(token);
