@@ -16,6 +16,7 @@ pub mod cache;
 pub mod config;
 mod deferred;
 mod delay;
+mod flush;
 mod lag;
 mod lazy;
 mod mesh;
@@ -161,6 +162,9 @@ pub struct Router {
     /// When the held-back IHAVEs go out.
     lazy_due: Option<Instant>,
     pending: Map<PeerId, wire::GossipRpc>,
+    /// Full copies of a message for several peers, encoded once at the flush (see
+    /// [`Router::push_copies`]).
+    copies: Vec<(wire::GossipMessage, Vec<PeerId>)>,
     outputs: VecDeque<GossipOutput>,
     px: Vec<PeerRecord>,
     rng: Rng,
@@ -215,6 +219,7 @@ impl Router {
             lazy: Map::default(),
             lazy_due: None,
             pending: Map::default(),
+            copies: Vec::new(),
             outputs: VecDeque::new(),
             px: Vec::new(),
             rng,
@@ -431,9 +436,7 @@ impl Router {
         if targets.is_empty() {
             return Err(PublishError::NoPeers);
         }
-        for p in targets {
-            self.rpc(p).publish.push(msg.clone());
-        }
+        self.push_copies(msg, targets);
         self.flush(now);
         Ok(id)
     }
@@ -502,43 +505,6 @@ impl Router {
         self.pending.entry(peer).or_default()
     }
 
-    /// Encodes what was queued per peer, in as many RPCs as the limits need.
-    fn flush(&mut self, now: Instant) {
-        let deadline = now + self.config.forward_deadline;
-        let mut pending: Vec<(PeerId, wire::GossipRpc)> = self.pending.drain().collect();
-        pending.sort_by_key(|(p, _)| *p);
-        for (peer, rpc) in pending {
-            if !self.peers.contains_key(&peer) {
-                continue;
-            }
-            for part in rpc::pack(rpc, &self.config.rpc_limits) {
-                self.outputs.push_back(GossipOutput::Send {
-                    peer,
-                    bytes: Arc::new(part.encode_to_vec()),
-                    deadline,
-                    chunk_of: None,
-                });
-            }
-        }
-        // Chunks after the RPCs above: a peer always has a stream's head first.
-        for (peer, id, bytes) in std::mem::take(&mut self.chunk_sends) {
-            if let Some(p) = self.peers.get_mut(&peer) {
-                if p.chunks_queued.back() != Some(&id) {
-                    if p.chunks_queued.len() >= MAX_CHUNKS_QUEUED {
-                        p.chunks_queued.pop_front();
-                    }
-                    p.chunks_queued.push_back(id);
-                }
-                self.outputs.push_back(GossipOutput::Send {
-                    peer,
-                    bytes,
-                    deadline,
-                    chunk_of: Some(id),
-                });
-            }
-        }
-    }
-
     /// `peer` has `id` (see [`Peer::note_has`]); chunks of it queued for the peer
     /// are withdrawn, those not yet handed out and those in its send queue.
     pub(super) fn peer_has(&mut self, peer: PeerId, id: MessageId) {
@@ -559,6 +525,8 @@ impl Router {
     }
 }
 
+#[cfg(test)]
+mod flush_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

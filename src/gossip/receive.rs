@@ -256,6 +256,7 @@ impl Router {
         forward.hops = msg.hops.saturating_add(1);
         self.mcache.put(id, Cached::Whole(forward.clone()));
         let implied = self.config.implied_dontwant;
+        let mut eager = Vec::new();
         for (p, choked, we_choked) in mesh {
             if p == from || origin == Some(p) {
                 continue;
@@ -281,9 +282,10 @@ impl Router {
             if choked {
                 self.offer_lazily(p, topic_name, id, we_choked, now);
             } else {
-                self.rpc(p).publish.push(forward.clone());
+                eager.push(p);
             }
         }
+        self.push_copies(forward, eager);
     }
 
     /// The first copy of a message came from `from`, `hops` from its origin and
