@@ -21,17 +21,20 @@ impl Router {
         let copies = std::mem::take(&mut self.copies);
         // A peer in more than one batch of copies, or with an RPC of its own, gets
         // them in that one RPC: one send, not one per message.
+        // With a single batch (a flush after one message) every peer is in one.
         let mut batches: Map<PeerId, usize> = Map::default();
-        for (_, peers) in &copies {
-            for p in peers {
-                *batches.entry(*p).or_default() += 1;
+        if copies.len() > 1 {
+            for (_, peers) in &copies {
+                for p in peers {
+                    *batches.entry(*p).or_default() += 1;
+                }
             }
         }
         let mut shared: Vec<(Vec<PeerId>, Arc<Vec<u8>>)> = Vec::new();
         for (msg, peers) in copies {
-            let (alone, merged): (Vec<PeerId>, Vec<PeerId>) = peers
-                .into_iter()
-                .partition(|p| batches.get(p) == Some(&1) && !self.pending.contains_key(p));
+            let (alone, merged): (Vec<PeerId>, Vec<PeerId>) = peers.into_iter().partition(|p| {
+                batches.get(p).is_none_or(|n| *n == 1) && !self.pending.contains_key(p)
+            });
             for p in merged {
                 self.rpc(p).publish.push(msg.clone());
             }

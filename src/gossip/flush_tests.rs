@@ -23,8 +23,29 @@ fn meshed(n: u64) -> (Harness, Vec<PeerId>) {
     (h, peers)
 }
 
+/// A send: to whom, and its bytes.
+type Sent = (PeerId, Arc<Vec<u8>>);
+
+/// A mesh peer of a router meshed with `n` peers sends it `msgs` in one RPC:
+/// the other mesh peers, and the sends that carry messages, (peer, bytes).
+fn forward(n: u64, msgs: Vec<wire::GossipMessage>) -> (Vec<PeerId>, Vec<Sent>) {
+    let (mut h, _) = meshed(n);
+    let mesh = h.r.mesh(T);
+    let from = mesh[0];
+    let rpc = wire::GossipRpc {
+        publish: msgs,
+        ..Default::default()
+    };
+    h.rpc(from, &rpc);
+    let sent = copies(&h.take());
+    let mut others: Vec<PeerId> = mesh.into_iter().filter(|p| *p != from).collect();
+    others.sort();
+    assert!(others.len() >= 2, "a forward to several peers");
+    (others, sent)
+}
+
 /// The sends of `out` that carry messages: (peer, bytes).
-fn copies(out: &[GossipOutput]) -> Vec<(PeerId, Arc<Vec<u8>>)> {
+fn copies(out: &[GossipOutput]) -> Vec<Sent> {
     out.iter()
         .filter_map(|o| match o {
             GossipOutput::Send { peer, bytes, .. } => Some((*peer, bytes.clone())),
@@ -36,22 +57,11 @@ fn copies(out: &[GossipOutput]) -> Vec<(PeerId, Arc<Vec<u8>>)> {
 
 #[test]
 fn a_forward_to_several_peers_is_encoded_once_and_shared() {
-    let (mut h, peers) = meshed(5);
-    let mesh = h.r.mesh(T);
-    let from = mesh[0];
-    let rpc = wire::GossipRpc {
-        publish: vec![signed(77, 1)],
-        ..Default::default()
-    };
-    h.rpc(from, &rpc);
-    let out = h.take();
-    let sent = copies(&out);
+    let msg = signed(77, 1);
+    let (want, sent) = forward(5, vec![msg.clone()]);
     let mut to: Vec<PeerId> = sent.iter().map(|(p, _)| *p).collect();
     to.sort();
-    let mut want: Vec<PeerId> = mesh.iter().copied().filter(|p| *p != from).collect();
-    want.sort();
     assert_eq!(to, want, "every mesh peer but the sender, once each");
-    assert!(want.len() >= 2 && peers.len() == 5);
     let first = &sent[0].1;
     assert!(
         sent.iter().all(|(_, b)| Arc::ptr_eq(b, first)),
@@ -60,22 +70,13 @@ fn a_forward_to_several_peers_is_encoded_once_and_shared() {
     let decoded = wire::GossipRpc::decode(first.as_slice()).unwrap();
     assert_eq!(decoded.publish.len(), 1);
     assert_eq!(decoded.publish[0].hops, 2, "a forward counts its hop");
-    assert_eq!(decoded.publish[0].data, rpc.publish[0].data);
+    assert_eq!(decoded.publish[0].data, msg.data);
 }
 
 #[test]
 fn a_peer_due_several_messages_gets_them_in_one_rpc() {
-    let (mut h, _) = meshed(4);
-    let mesh = h.r.mesh(T);
-    let from = mesh[0];
-    let rpc = wire::GossipRpc {
-        publish: vec![signed(77, 1), signed(78, 1)],
-        ..Default::default()
-    };
-    h.rpc(from, &rpc);
-    let out = h.take();
-    let sent = copies(&out);
-    for p in mesh.iter().filter(|p| **p != from) {
+    let (others, sent) = forward(4, vec![signed(77, 1), signed(78, 1)]);
+    for p in &others {
         let theirs: Vec<_> = sent.iter().filter(|(q, _)| q == p).collect();
         assert_eq!(theirs.len(), 1, "one send");
         let r = wire::GossipRpc::decode(theirs[0].1.as_slice()).unwrap();
