@@ -11,7 +11,7 @@ use meshwire::sim::{run_s1, CostModel, LinkModel, RouterProfile, S1Options};
 fn usage() -> ! {
     eprintln!(
         "usage: sim [--nodes N] [--msgs M] [--size S] [--interval-ms I] [--seed X] \
-         [--model regions|zero] [--config meshwire|gossipsub12] [--free-cpu] [--calibrate] \
+         [--model regions|zero] [--config meshwire|gossipsub12] [--free-cpu] [--threads T] [--calibrate] \
          [--set knob=value[,knob=value...] ...]  knobs: see GossipConfig::set_knob"
     );
     std::process::exit(2)
@@ -46,6 +46,7 @@ fn main() {
                 }
             }
             "--free-cpu" => opts.cost = CostModel::free(),
+            "--threads" => opts.threads = Some(value().parse().unwrap_or_else(|_| usage())),
             "--set" => sets.push(value()),
             "--calibrate" => return calibrate(),
             _ => usage(),

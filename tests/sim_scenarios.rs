@@ -57,6 +57,54 @@ fn run(seed: u64, nodes: usize) -> (String, usize) {
     (sim.trace().hex(), sim.deliveries().len())
 }
 
+/// A run with every kind of event: joins, publishes, a partition and its heal,
+/// nodes killed and new ones joining; run on `threads` threads.
+fn run_with_faults(threads: usize) -> (String, usize) {
+    let mut sim = network(21, 120, secs(2.0));
+    sim.set_threads(threads);
+    sim.run_until(secs(6.0));
+    publish_all(&mut sim, &[4, 60]);
+    sim.partition(|n| (n % 2) as u8);
+    publish_all(&mut sim, &[7, 90]);
+    sim.run_until(sim.now() + secs(2.0));
+    sim.heal();
+    for n in 100..110 {
+        sim.kill(n);
+    }
+    for _ in 0..10 {
+        let node = sim.add_node(sim.now());
+        sim.subscribe(node, TOPIC);
+    }
+    sim.run_until(sim.now() + secs(3.0));
+    publish_all(&mut sim, &[5, 119, 125]);
+    sim.run_until(sim.now() + secs(3.0));
+    let (windows, parallel) = sim.windows();
+    match threads {
+        0 => assert_eq!(windows, 0, "strict order runs no windows"),
+        1 => assert_eq!(parallel, 0, "one thread spreads nothing"),
+        _ => assert!(
+            parallel > 20,
+            "{parallel} of {windows} windows ran on threads"
+        ),
+    }
+    (sim.trace().hex(), sim.deliveries().len())
+}
+
+#[test]
+fn the_trace_does_not_depend_on_the_thread_count() {
+    // 0: one queue in strict order, the reference; the others run windows.
+    let (reference, delivered) = run_with_faults(0);
+    assert!(delivered >= 5 * 100, "only {delivered} deliveries");
+    for threads in [1, 2, 3] {
+        let (hash, n) = run_with_faults(threads);
+        assert_eq!(
+            (hash.as_str(), n),
+            (reference.as_str(), delivered),
+            "{threads} threads diverged from the strict order"
+        );
+    }
+}
+
 #[test]
 fn same_seed_gives_the_same_trace() {
     let (a, delivered) = run(11, 200);

@@ -6,7 +6,9 @@
 //!
 //! - **Links** are TCP-like byte streams: in order, with a fixed one-way latency
 //!   per connection (region pair, plus up to 10% jitter drawn at setup) and a
-//!   window that blocks a sender whose bytes are not read.
+//!   1 MiB window that blocks a sender whose bytes are not read: what the
+//!   receiver reads is credited back to the sender a one-way trip later (its ACK),
+//!   and a close reaches the other end as a FIN behind the bytes and a reset.
 //! - **Bandwidth**: a node's uplink serializes what it writes, **FIFO over all its
 //!   connections** in the order written (a 1 MiB block to 8 peers occupies a
 //!   50 Mbit/s uplink for 8 × 168 ms); its downlink serializes what it receives.
@@ -19,7 +21,21 @@
 //!
 //! One seeded generator draws placements, keys, latencies and every node's protocol
 //! randomness; maps iterate in a fixed order; so one seed gives one trace
-//! ([`Simulation::trace`]). Only handshake key material comes from `ring`'s
+//! ([`Simulation::trace`]).
+//!
+//! **Threads.** Each node owns its state, its ends of connections included; a
+//! node learns of another's work only through events at least one link latency
+//! later (1.5 ms, the shortest one-way trip of the matrix). So the engine runs
+//! the one queue in windows that long: the nodes are split over the machine's
+//! cores ([`Simulation::set_threads`]), each thread runs its nodes' events of
+//! the window in key order, and what they send each other, dial (which draws
+//! from the one generator) and hand their applications is merged after the
+//! window in the order of the events that caused it. An event's key is its
+//! virtual time, then the node that scheduled it and that node's count, never a
+//! global counter, so the trace is the same for any thread count and the same as
+//! running every event in strict order (a test checks all three). Nodes that
+//! share cores, and the zero-latency model, have no lookahead and run in strict
+//! order. Only handshake key material comes from `ring`'s
 //! `SystemRandom` (its `SecureRandom` is sealed, so it cannot be replaced): it
 //! changes ciphertext bytes, never their sizes or any decision.
 //!
@@ -47,6 +63,7 @@ mod link;
 pub mod model;
 mod network;
 mod s1;
+mod shard;
 mod trace;
 
 use std::net::SocketAddr;
@@ -137,6 +154,15 @@ impl Simulation {
         SocketAddr::new(Engine::ipv4(self.engine.nodes.len()).into(), PORT)
     }
 
+    /// Spreads the nodes over `threads` threads between link latencies (the
+    /// default: the machine's cores). The trace is the same for any count;
+    /// 0 runs every event in one queue in strict order, the reference the
+    /// windows are checked against.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.engine.sequential = threads == 0;
+        self.engine.threads = threads.max(1);
+    }
+
     /// Runs until virtual time `t` (since the start).
     pub fn run_until(&mut self, t: Duration) {
         self.engine.run_until(t.as_nanos() as u64);
@@ -159,22 +185,22 @@ impl Simulation {
 
     /// Node `n`'s id.
     pub fn peer_id(&self, n: usize) -> PeerId {
-        self.engine.nodes[n].id
+        self.engine.world.ids[n]
     }
 
     /// Node `n`'s listen address.
     pub fn addr(&self, n: usize) -> SocketAddr {
-        self.engine.nodes[n].addr
+        self.engine.world.addrs[n]
     }
 
     /// Where node `n` runs.
     pub fn placement(&self, n: usize) -> Placement {
-        self.engine.nodes[n].place
+        self.engine.world.place[n]
     }
 
     /// Whether node `n` runs (was not killed).
     pub fn is_alive(&self, n: usize) -> bool {
-        self.engine.nodes[n].alive
+        self.engine.world.alive[n]
     }
 
     /// Node `n`'s application subscribes to `topic` (when `n` is next free).
@@ -234,21 +260,21 @@ impl Simulation {
     /// Splits the network: nodes in different groups cannot reach each other
     /// until [`Simulation::heal`].
     pub fn partition(&mut self, group: impl Fn(usize) -> u8) {
-        for (i, node) in self.engine.nodes.iter_mut().enumerate() {
-            node.group = group(i);
+        for (i, g) in self.engine.world.group.iter_mut().enumerate() {
+            *g = group(i);
         }
-        self.engine.partitioned = true;
+        self.engine.world.partitioned = true;
     }
 
     /// Ends a partition.
     pub fn heal(&mut self) {
-        self.engine.partitioned = false;
+        self.engine.world.partitioned = false;
     }
 
     /// Connections set up from now on to or from `region` (an index into
     /// [`REGIONS`]) have `factor` times the latency.
     pub fn slow_region(&mut self, region: usize, factor: f64) {
-        if let Some(f) = self.engine.region_factor.get_mut(region) {
+        if let Some(f) = self.engine.world.region_factor.get_mut(region) {
             *f = factor;
         }
     }
@@ -294,17 +320,17 @@ impl Simulation {
 
     /// Every gossip delivery so far, in order.
     pub fn deliveries(&self) -> &[Delivery] {
-        &self.engine.deliveries
+        &self.engine.globals.deliveries
     }
 
     /// The trace of events so far.
     pub fn trace(&self) -> Trace {
-        self.engine.trace
+        self.engine.globals.trace
     }
 
     /// The node with id `peer`.
     pub fn index_of(&self, peer: &PeerId) -> Option<usize> {
-        self.engine.by_id.get(peer).copied()
+        self.engine.world.by_id.get(peer).copied()
     }
 
     /// Events handled so far, by kind (for profiling the simulator).
@@ -316,6 +342,13 @@ impl Simulation {
             .collect()
     }
 
+    /// Windows run so far, and of those the ones whose nodes ran on several
+    /// threads (the rest had too few events to be worth it, or ran in strict
+    /// order).
+    pub fn windows(&self) -> (u64, u64) {
+        self.engine.windows
+    }
+
     /// Node `n`'s counters (looked at, not charged as work).
     pub fn metrics(&self, n: usize) -> crate::Metrics {
         self.engine.nodes[n].core.metrics()
@@ -323,6 +356,6 @@ impl Simulation {
 
     /// The link model.
     pub fn model(&self) -> LinkModel {
-        self.engine.model
+        self.engine.world.model
     }
 }

@@ -1,57 +1,35 @@
-//! The simulated network under the nodes: connection setup, uplinks and
-//! downlinks that serialize bytes, latency, partitions, closes and crashes.
+//! The simulated network at one node: connection setup, the uplink and
+//! downlink that serialize bytes, latency, the window's credit, partitions and
+//! closes. Everything another node learns of goes out as an event at least one
+//! link latency later.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::node::core::ConnId;
 
-use super::engine::{nanos, Engine};
-use super::event::Ev;
-use super::link::{Link, SEGMENT};
+use super::engine::nanos;
+use super::event::{Ev, Key};
+use super::link::{End, SEGMENT};
 use super::model::serialization;
+use super::shard::Shard;
 
-impl Engine {
-    pub(super) fn dial(&mut self, n: usize, c: ConnId, addr: SocketAddr, at: u64) {
-        let Some(&target) = self.by_addr.get(&addr) else {
-            return; // nobody there: the dial times out
-        };
-        let (from, to) = (self.nodes[n].place.region, self.nodes[target].place.region);
-        let factor = self.region_factor[from].max(self.region_factor[to]);
-        let latency = self
-            .model
-            .connection_latency(from, to, &mut self.rng)
-            .mul_f64(factor);
-        let l = match self.free_links.pop() {
-            Some(l) => l,
-            None => {
-                self.links.push(None);
-                self.links.len() - 1
-            }
-        };
-        self.links[l] = Some(Link::new((n, c), target, latency));
-        self.nodes[n].conns.insert(c, l);
-        if self.reachable(n, target) {
-            self.schedule(at + nanos(latency), Ev::Accept(l));
-        }
-    }
+/// How long a segment sent across a partition is held: TCP retransmits it then.
+const PARTITION_RETRY: u64 = 1_000_000_000;
 
-    pub(super) fn reachable(&self, a: usize, b: usize) -> bool {
-        self.nodes[b].alive && (!self.partitioned || self.nodes[a].group == self.nodes[b].group)
-    }
-
-    pub(super) fn accept(&mut self, l: usize) {
-        let Some(link) = self.links[l].as_ref() else {
-            return;
-        };
-        let ((dialer, _), (n, _)) = (link.ends[0], link.ends[1]);
-        if link.closed[0] {
-            return;
-        }
-        let latency = link.latency;
+impl Shard<'_> {
+    /// The dialer's SYN reached node `n`: it accepts (or refuses) and answers.
+    pub(super) fn accept(
+        &mut self,
+        n: usize,
+        dialer: usize,
+        dialer_conn: ConnId,
+        latency: Duration,
+    ) {
         // The acceptor sees the dialer's address with an ephemeral port.
-        let ip = self.nodes[dialer].addr.ip();
-        let seen = SocketAddr::new(ip, 40_000 + (l % 20_000) as u16);
-        let now = self.instant(self.now);
+        let ip = self.world.addrs[dialer].ip();
+        let seen = SocketAddr::new(ip, 40_000 + (dialer_conn % 20_000) as u16);
+        let now = self.world.instant(self.now);
         let mut accepted = None;
         self.step(n, |core, fx| {
             accepted = core.handle_accepted(seen, now);
@@ -60,35 +38,75 @@ impl Engine {
         let at = self.now + nanos(latency);
         match accepted {
             Some(c) => {
-                if let Some(link) = self.links[l].as_mut() {
-                    link.ends[1].1 = Some(c);
-                }
-                self.nodes[n].conns.insert(c, l);
-                if self.reachable(n, dialer) {
-                    self.schedule(at, Ev::Connected(l));
+                let end = End::new(dialer, Some(dialer_conn), latency);
+                self.node(n).ends.insert(c, end);
+                if self.world.reachable(n, dialer) {
+                    let ev = Ev::Connected {
+                        node: dialer,
+                        conn: dialer_conn,
+                        acceptor: n,
+                        peer_conn: c,
+                        latency,
+                    };
+                    self.schedule(n, at, ev);
                 }
             }
-            None => self.schedule(at, Ev::Refused(l)),
+            None => {
+                let ev = Ev::Refused {
+                    node: dialer,
+                    conn: dialer_conn,
+                };
+                self.schedule(n, at, ev);
+            }
         }
     }
 
-    /// Puts `bytes` from node `n` on link `l` at `at`: through `n`'s uplink (FIFO
-    /// over all its connections), then the link's latency.
-    pub(super) fn transmit(
+    /// The answer of `acceptor` (its connection `peer_conn`) reached dialer `n`.
+    pub(super) fn connected(
         &mut self,
         n: usize,
         c: ConnId,
-        l: usize,
-        bytes: Vec<u8>,
-        eof: bool,
-        at: u64,
+        acceptor: usize,
+        peer_conn: ConnId,
+        latency: Duration,
     ) {
-        let Some(link) = self.links[l].as_ref() else {
+        if let Some(end) = self.node(n).ends.get_mut(&c) {
+            end.peer_conn = Some(peer_conn);
+            self.step(n, |core, fx| {
+                core.handle_connected(c);
+                fx.touched.push(c);
+            });
+            return;
+        }
+        // The dialer gave up before the answer came: it resets the connection,
+        // which the acceptor reads as its end.
+        let at = self.now + nanos(latency);
+        let eof = Ev::Land {
+            node: acceptor,
+            conn: peer_conn,
+            data: Vec::new(),
+            eof: true,
+        };
+        self.schedule(n, at, eof);
+        let reset = Ev::Reset {
+            node: acceptor,
+            conn: peer_conn,
+        };
+        self.schedule(n, at, reset);
+    }
+
+    /// Puts `bytes` from node `n`'s connection `c` on the wire at `at`: through
+    /// `n`'s uplink (FIFO over all its connections), then the link's latency.
+    pub(super) fn transmit(&mut self, n: usize, c: ConnId, bytes: Vec<u8>, eof: bool, at: u64) {
+        let node = self.node(n);
+        let Some(end) = node.ends.get(&c) else {
             return;
         };
-        let dir = link.end_of(n, c);
-        let latency = nanos(link.latency);
-        let up = self.nodes[n].place.up;
+        let Some(peer_conn) = end.peer_conn else {
+            return; // not connected yet: nobody reads it
+        };
+        let (peer, latency) = (end.peer, nanos(end.latency));
+        let up = self.world.place[n].up;
         let mut segments: Vec<Vec<u8>> = if bytes.len() <= SEGMENT {
             vec![bytes]
         } else {
@@ -96,103 +114,118 @@ impl Engine {
         };
         let last = segments.len() - 1;
         for (i, data) in segments.drain(..).enumerate() {
-            let node = &mut self.nodes[n];
+            let node = self.node(n);
             let start = node.uplink_free.max(at);
-            let end = start + nanos(serialization(data.len(), up));
-            node.uplink_free = end;
-            self.schedule(
-                end + latency,
-                Ev::Arrive {
-                    link: l,
-                    dir,
-                    data,
-                    eof: eof && i == last,
-                },
-            );
-        }
-    }
-
-    pub(super) fn arrive(&mut self, l: usize, dir: usize, data: Vec<u8>, eof: bool) {
-        let Some(link) = self.links[l].as_ref() else {
-            return;
-        };
-        let (from, to) = (link.ends[dir].0, link.ends[1 - dir].0);
-        if self.partitioned && self.nodes[from].group != self.nodes[to].group {
-            // Lost in the partition; TCP would retransmit it: it arrives after healing.
-            let at = self.now + 1_000_000_000;
-            self.schedule(
-                at,
-                Ev::Arrive {
-                    link: l,
-                    dir,
-                    data,
-                    eof,
-                },
-            );
-            return;
-        }
-        let node = &mut self.nodes[to];
-        let start = node.downlink_free.max(self.now);
-        let end = start + nanos(serialization(data.len(), node.place.down));
-        node.downlink_free = end;
-        self.schedule(
-            end,
-            Ev::Land {
-                link: l,
-                dir,
+            let done = start + nanos(serialization(data.len(), up));
+            node.uplink_free = done;
+            let ev = Ev::Arrive {
+                node: peer,
+                conn: peer_conn,
                 data,
-                eof,
-            },
-        );
+                eof: eof && i == last,
+            };
+            self.schedule(n, done + latency, ev);
+        }
     }
 
-    pub(super) fn land(&mut self, l: usize, dir: usize, data: Vec<u8>, eof: bool) {
-        let Some(link) = self.links[l].as_mut() else {
+    /// A segment reached node `n`'s downlink.
+    pub(super) fn arrive(&mut self, key: Key, n: usize, c: ConnId, data: Vec<u8>, eof: bool) {
+        let now = self.now;
+        let world = self.world;
+        let node = self.node(n);
+        let Some(end) = node.ends.get_mut(&c) else {
+            return; // closed here: discarded
+        };
+        let ev = Ev::Arrive {
+            node: n,
+            conn: c,
+            data,
+            eof,
+        };
+        if world.partitioned && world.group[end.peer] != world.group[n] {
+            // Lost in the partition; TCP retransmits it: it arrives after healing,
+            // and what follows it on this connection waits behind it.
+            end.held_until = now + PARTITION_RETRY;
+            let at = end.held_until;
+            return self.push(Key { at, ..key }, ev);
+        }
+        if end.held_until > now {
+            let at = end.held_until;
+            return self.push(Key { at, ..key }, ev);
+        }
+        let Ev::Arrive { data, .. } = ev else { return };
+        let start = node.downlink_free.max(now);
+        let done = start + nanos(serialization(data.len(), world.place[n].down));
+        node.downlink_free = done;
+        let ev = Ev::Land {
+            node: n,
+            conn: c,
+            data,
+            eof,
+        };
+        self.push(Key { at: done, ..key }, ev);
+    }
+
+    /// A segment is through node `n`'s downlink: into the inbox.
+    pub(super) fn land(&mut self, n: usize, c: ConnId, data: Vec<u8>, eof: bool) {
+        let node = self.node(n);
+        let Some(end) = node.ends.get_mut(&c) else {
             return;
         };
-        let stream = &mut link.streams[dir];
-        stream.in_flight = stream.in_flight.saturating_sub(data.len());
-        if stream.receiver_gone {
-            return;
-        }
-        stream.inbox.extend(data);
-        stream.eof |= eof;
-        let (to, conn) = link.ends[1 - dir];
-        let Some(conn) = conn else { return };
-        if self.nodes[to].io_pending.insert(conn) {
+        end.inbox.extend(data);
+        end.eof |= eof;
+        if node.io_pending.insert(c) {
             let at = self.now;
-            self.schedule(at, Ev::Io(to, conn));
+            self.schedule(n, at, Ev::Io(n, c));
         }
     }
 
-    /// Node `n` is done with its end of link `l`: the other side reads to the end.
-    pub(super) fn close_end(&mut self, n: usize, c: ConnId, l: usize, at: u64) {
-        let Some(link) = self.links[l].as_mut() else {
+    /// The peer read `bytes` of what node `n` wrote on `c`.
+    pub(super) fn credit(&mut self, n: usize, c: ConnId, bytes: usize) {
+        if let Some(end) = self.node(n).ends.get_mut(&c) {
+            end.outstanding = end.outstanding.saturating_sub(bytes);
+            self.wake_blocked(n, c);
+        }
+    }
+
+    /// Node `n`'s connection `c` waited for room: it gets a turn now.
+    pub(super) fn wake_blocked(&mut self, n: usize, c: ConnId) {
+        let node = self.node(n);
+        let Some(end) = node.ends.get_mut(&c) else {
             return;
         };
-        let end = link.end_of(n, c);
-        link.closed[end] = true;
-        link.streams[1 - end].receiver_gone = true;
-        link.streams[1 - end].inbox.clear();
-        if link.closed == [true, true] || link.ends[1].1.is_none() {
-            if link.closed == [true, true] {
-                self.links[l] = None;
-                self.free_links.push(l);
+        if end.sender_blocked {
+            end.sender_blocked = false;
+            if node.io_pending.insert(c) {
+                let at = self.now;
+                self.schedule(n, at, Ev::Io(n, c));
             }
-            return;
         }
-        self.transmit(n, c, l, Vec::new(), true, at);
     }
 
-    /// Node `n` stops at once (a crash or an exit): its peers see its connections end.
-    pub(crate) fn kill(&mut self, n: usize) {
-        let at = self.now;
-        self.nodes[n].alive = false;
-        let mut conns: Vec<(ConnId, usize)> = self.nodes[n].conns.drain().collect();
-        conns.sort_unstable();
-        for (c, l) in conns {
-            self.close_end(n, c, l, at);
+    /// Node `n` is done with connection `c` at `at`: the peer reads to the end
+    /// (the FIN follows the bytes), and its writes fail once it hears.
+    pub(super) fn close(&mut self, n: usize, c: ConnId, at: u64) {
+        self.transmit(n, c, Vec::new(), true, at);
+        let Some(end) = self.node(n).ends.remove(&c) else {
+            return;
+        };
+        if let Some(pc) = end.peer_conn {
+            let ev = Ev::Reset {
+                node: end.peer,
+                conn: pc,
+            };
+            self.schedule(n, at + nanos(end.latency), ev);
         }
-        self.by_addr.remove(&self.nodes[n].addr);
+    }
+
+    /// Every connection of node `n` ends at `at` (a crash or an exit).
+    pub(super) fn close_all(&mut self, n: usize, at: u64) {
+        let mut conns: Vec<ConnId> = self.node(n).ends.keys().copied().collect();
+        conns.sort_unstable();
+        for c in conns {
+            self.node(n).conn_timers.remove(&c);
+            self.close(n, c, at);
+        }
     }
 }

@@ -94,6 +94,9 @@ pub struct S1Options {
     pub gossip: Option<GossipConfig>,
     /// The processing-cost model.
     pub cost: CostModel,
+    /// Threads that run the nodes (see [`Simulation::set_threads`]); `None`:
+    /// the machine's cores. The figures do not depend on it.
+    pub threads: Option<usize>,
 }
 
 impl Default for S1Options {
@@ -108,6 +111,7 @@ impl Default for S1Options {
             profile: RouterProfile::Meshwire,
             gossip: None,
             cost: CostModel::default(),
+            threads: None,
         }
     }
 }
@@ -205,6 +209,9 @@ pub fn build_network(opts: &S1Options) -> Simulation {
             .unwrap_or_else(|| opts.profile.gossip_config()),
     );
     let mut sim = Simulation::with_config(opts.seed, opts.model, opts.cost, template);
+    if let Some(threads) = opts.threads {
+        sim.set_threads(threads);
+    }
     let mut rng = Rng::new(opts.seed ^ 0x5331);
     for i in 0..opts.nodes {
         if i < SEEDS {
